@@ -1,0 +1,75 @@
+"""The application factory: settings, database and routers are wired here, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+import itemflow
+from itemflow.api import health
+from itemflow.api.middleware import BodySizeLimit
+from itemflow.api.problems import Problem, install_problem_handlers
+from itemflow.automations.router import router as automations_router
+from itemflow.db import Database
+from itemflow.db import migrate
+from itemflow.items.router import router as items_router
+from itemflow.settings import Settings
+
+DESCRIPTION = """Store **items**; attach **automations** (short Python programs) that run in a
+sandbox whenever an item is created, updated or deleted; read every **run**'s outcome.
+Errors are `application/problem+json` (RFC 9457)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
+        if database.is_sqlite:
+            # The embedded default keeps itself migrated; a shared database is migrated
+            # explicitly (`itemflow db upgrade`) before replicas roll out.
+            await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPIOffline(
+        title="itemflow",
+        version=itemflow.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(items_router)
+    app.include_router(automations_router)
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Make sure `Problem` is in components even if no route names it as a model."""
+    original = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+                "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+        return app.openapi_schema or original()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,139 @@
+"""The one place where errors become HTTP: RFC 9457 application/problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from itemflow.errors import DomainError, Invalid
+
+log = logging.getLogger("itemflow.api")
+
+PROBLEM = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing or invalid credentials",
+    403: "Missing scope",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body too large",
+    422: "Invalid input; `errors` names each field",
+    429: "Rate limit exceeded",
+    503: "A dependency (database, sandbox) is unavailable",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations for the error responses a route can give."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    return {
+        code: {"model": Problem, "description": _DESCRIPTIONS[code],
+               "content": {PROBLEM: {"schema": ref}}}
+        for code in codes
+    }
+
+
+# Every route can meet these: a body over the limit, bad input, a database that is down.
+COMMON_ERRORS = (413, 422, 503)
+
+
+def problem(
+    status: int, title: str, detail: str, request: Request | None = None,
+    headers: dict[str, str] | None = None, **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                            "detail": detail}
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> list[str | int]:
+    return [p if isinstance(p, int) else str(p) for p in loc]
+
+
+async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    errors = None
+    if isinstance(exc, Invalid) and exc.field:
+        errors = [{"loc": [exc.location, exc.field], "msg": exc.detail, "type": "invalid"}]
+    headers = exc.extra.get("headers")
+    return problem(exc.status_code, exc.title, exc.detail, request, headers=headers,
+                   errors=errors)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": _loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem(400, "Malformed JSON", "the request body is not valid JSON: "
+                       + "; ".join(e["msg"] for e in errors), request)
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return problem(422, "Unprocessable content", detail or "invalid input", request,
+                   errors=errors)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    title = _DESCRIPTIONS.get(exc.status_code, "Error")
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem(exc.status_code, title, detail, request, headers=exc.headers)
+
+
+async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+    # A concurrent change won (e.g. the item an automation names was just deleted).
+    log.info("integrity error: %s", exc.orig)
+    return problem(409, "Conflict", "the change conflicts with a concurrent one; retry", request)
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    if exc.connection_invalidated or _is_unavailable(exc):
+        log.warning("database unavailable: %s", exc.orig)
+        return problem(503, "Service unavailable", "the database is unavailable; retry later",
+                       request, headers={"Retry-After": "1"})
+    raise exc
+
+
+def _is_unavailable(exc: DBAPIError) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "Internal server error", "an unexpected error occurred", request)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(IntegrityError, _integrity_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from itemflow.api.deps import ItemId, Pagination, ReadSession, WriteSession
+from itemflow.api.problems import COMMON_ERRORS, problem_responses
+from itemflow.automations import service as automations
+from itemflow.automations.schemas import AutomationRead
+from itemflow.items import service
+from itemflow.items.schemas import ItemChange, ItemCreate, ItemRead, ItemUpdate
+from itemflow.pagination import Page
+
+router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(*COMMON_ERRORS))
+with_404 = problem_responses(404)
+RUN_IDS_HEADER = "Itemflow-Run-Ids"
+_run_ids_doc = {RUN_IDS_HEADER: {"description": "Ids of the runs this change queued, comma-separated.",
+                                 "schema": {"type": "string"}}}
+
+
+def _report(change: ItemChange, response: Response) -> None:
+    if change.run_ids:
+        response.headers[RUN_IDS_HEADER] = ",".join(map(str, change.run_ids))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ItemRead,
+             responses={201: {"headers": {"Location": {"schema": {"type": "string"}},
+                                          **_run_ids_doc}}})
+async def create_item(data: ItemCreate, session: WriteSession, response: Response) -> ItemRead:
+    change = await service.create_item(session, data)
+    assert change.item is not None
+    response.headers["Location"] = f"/items/{change.item.id}"
+    _report(change, response)
+    return change.item
+
+
+@router.get("")
+async def list_items(
+    session: ReadSession, page: Pagination,
+    q: Annotated[str | None, Query(max_length=200, description="Search name and description.")] = None,
+) -> Page[ItemRead]:
+    return await service.list_items(session, page, q)
+
+
+@router.get("/{item_id}", responses=with_404)
+async def get_item(item_id: ItemId, session: ReadSession) -> ItemRead:
+    return await service.get_item(session, item_id)
+
+
+async def _update(item_id: int, data: ItemUpdate, session: WriteSession, response: Response) -> ItemRead:
+    change = await service.update_item(session, item_id, data)
+    _report(change, response)
+    assert change.item is not None
+    return change.item
+
+
+update_doc = {**with_404, 200: {"headers": _run_ids_doc}}
+
+
+@router.put("/{item_id}", responses=update_doc, summary="Update an item (partial, like PATCH)")
+async def put_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
+                   response: Response) -> ItemRead:
+    return await _update(item_id, data, session, response)
+
+
+@router.patch("/{item_id}", responses=update_doc, summary="Update an item")
+async def patch_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
+                     response: Response) -> ItemRead:
+    return await _update(item_id, data, session, response)
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={**with_404, 204: {"headers": _run_ids_doc}})
+async def delete_item(item_id: ItemId, session: WriteSession) -> Response:
+    change = await service.delete_item(session, item_id)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    _report(change, response)
+    return response
+
+
+@router.get("/{item_id}/automations", responses=with_404,
+            summary="The automations attached to this item (not the global ones)")
+async def list_item_automations(item_id: ItemId, session: ReadSession,
+                                page: Pagination) -> Page[AutomationRead]:
+    return await automations.list_item_automations(session, item_id, page)
