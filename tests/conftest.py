@@ -1,0 +1,89 @@
+"""Shared fixtures: the API on the embedded SQLite default and on the machine's PostgreSQL.
+
+Every test gets its own database: a fresh SQLite file, or a PostgreSQL database cloned from
+a migrated template (CREATE DATABASE ... TEMPLATE), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from itemflow.api.app import create_app
+
+from itemflow.db import migrate
+from itemflow.settings import Settings
+
+
+PG_ADMIN_URL = os.environ.get("ITEMFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_counter = itertools.count()
+
+
+def _pg_admin() -> psycopg.Connection:
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True)
+
+
+def sqlalchemy_pg_url(dbname: str) -> str:
+    base = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_URL)
+    user, host, port = base.get("user", "postgres"), base.get("host", "127.0.0.1"), base.get("port", 5432)
+    return f"postgresql+psycopg://{user}@{host}:{port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated once per test session, cloned for each test."""
+    name = f"itemflow_tpl_{os.getpid()}"
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(sqlalchemy_pg_url(name))
+    yield name
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = f"itemflow_t_{os.getpid()}_{next(_counter)}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield sqlalchemy_pg_url(name)
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "postgres":
+        return request.getfixturevalue("pg_database")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'itemflow.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key="test-secret-key-not-for-production",
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
