@@ -48,15 +48,26 @@ def pg_template() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def clone_pg_database(template: str, label: str = "t") -> str:
+    """A new database cloned from the migrated template; its SQLAlchemy URL."""
+    name = f"itemflow_{label}_{os.getpid()}_{next(_counter)}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return sqlalchemy_pg_url(name)
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_database(pg_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
-    name = f"itemflow_t_{os.getpid()}_{next(_counter)}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield sqlalchemy_pg_url(name)
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = clone_pg_database(pg_template)
+    yield url
+    drop_pg_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

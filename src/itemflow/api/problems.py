@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from itemflow.errors import DomainError, Invalid
 
@@ -57,8 +58,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every route can meet these: a body over the limit, bad input, a database that is down.
-COMMON_ERRORS = (413, 422, 503)
+# Every route can meet these: malformed or oversized bodies, bad input, a database that is down.
+COMMON_ERRORS = (400, 413, 422, 503)
 
 
 def problem(
@@ -102,7 +103,22 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     title = _DESCRIPTIONS.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem(exc.status_code, title, detail, request, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; list them all.
+        allowed = _allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+    return problem(exc.status_code, title, detail, request, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:

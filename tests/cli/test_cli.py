@@ -1,0 +1,78 @@
+"""The CLI calls the same operations as the API: same results, same JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from itemflow.api.app import create_app
+from itemflow.cli import common
+from itemflow.cli.main import app
+
+
+@pytest.fixture
+def cli(settings, monkeypatch):
+    monkeypatch.setenv("ITEMFLOW_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("ITEMFLOW_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ITEMFLOW_SECRET_KEY", "test-secret-key-not-for-production")
+    common.settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, list(args), input=input)
+
+    yield invoke
+    common.settings.cache_clear()
+
+
+def test_item_lifecycle_matches_the_api(cli, settings):
+    r = cli("items", "create", "--name", "lamp", "--description", "desk", "--json")
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)
+    with TestClient(create_app(settings)) as client:
+        assert client.get(f"/items/{created['id']}").json() == created
+        api_page = client.get("/items").json()
+    r = cli("items", "list", "--json")
+    assert json.loads(r.stdout) == api_page
+    r = cli("items", "update", str(created["id"]), "--clear-description", "--json")
+    assert json.loads(r.stdout)["description"] is None
+    r = cli("items", "list")
+    assert r.exit_code == 0 and "lamp" in r.stdout
+    r = cli("items", "delete", str(created["id"]))
+    assert r.exit_code == 0
+    r = cli("items", "get", str(created["id"]))
+    assert r.exit_code == 3 and "does not exist" in r.output
+
+
+def test_bad_input_is_a_clear_error_and_nothing_is_stored(cli):
+    r = cli("items", "create", "--name", "")
+    assert r.exit_code == 2 and "name" in r.output
+    assert json.loads(cli("items", "list", "--json").stdout)["data"] == []
+
+
+def test_automation_from_stdin_and_file(cli, tmp_path):
+    item = json.loads(cli("items", "create", "--name", "i", "--json").stdout)
+    r = cli("automations", "create", "--item", str(item["id"]), "--event", "item.created",
+            "--event", "item.deleted", "--json", input="print(event['type'])\n")
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)
+    assert a["events"] == ["item.created", "item.deleted"] and a["item_id"] == item["id"]
+    code = tmp_path / "auto.py"
+    code.write_text("result = 42\n")
+    r = cli("automations", "update", str(a["id"]), "--file", str(code), "--disabled", "--json")
+    updated = json.loads(r.stdout)
+    assert updated["code"] == "result = 42\n" and updated["enabled"] is False
+    r = cli("automations", "list", "--item", str(item["id"]), "--json")
+    assert [x["id"] for x in json.loads(r.stdout)["data"]] == [a["id"]]
+    r = cli("automations", "create", "--json", input="def broken(:\n")
+    assert r.exit_code == 2 and "line 1" in r.output
+    assert cli("automations", "delete", str(a["id"])).exit_code == 0
+    assert cli("automations", "get", str(a["id"])).exit_code == 3
+
+
+def test_db_upgrade_is_idempotent(cli):
+    assert cli("db", "upgrade").exit_code == 0
+    assert cli("db", "upgrade").exit_code == 0
