@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 import itemflow
@@ -34,10 +34,14 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", summary="Readiness: the database answers", responses=problem_responses(503))
-async def readyz(db: Annotated[Database, Depends(get_database)]) -> Health:
+@router.get("/readyz", summary="Readiness: the database (and the sandbox, if this process runs "
+            "automations) answer", responses=problem_responses(503))
+async def readyz(request: Request, db: Annotated[Database, Depends(get_database)]) -> Health:
     try:
         await db.ping()
     except Exception as exc:  # any failure to reach the database means "not ready"
         raise Unavailable(f"database unreachable: {type(exc).__name__}: {exc}") from None
+    sandbox = getattr(request.app.state, "sandbox", None)
+    if sandbox is not None and (reason := await sandbox.check()) is not None:
+        raise Unavailable(f"sandbox unavailable: {reason}")
     return Health(status="ready")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,26 @@ class Database:
         # instead of letting them spin on SQLITE_BUSY (which stalled the tutorial's app).
         self._write_gate = asyncio.Lock() if self.is_sqlite else None
 
+        self._runs_queued_listeners: list[Callable[[], None]] = []
+
+    def on_runs_queued(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after any unit of work that queued runs has committed."""
+        self._runs_queued_listeners.append(listener)
+
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block succeeds, rolls back when it raises."""
-        if write and self._write_gate is not None:
-            async with self._write_gate, self._write_sessions() as session, session.begin():
-                yield session
-            return
         factory = self._write_sessions if write else self._sessions
-        async with factory() as session, session.begin():
-            yield session
+        async with AsyncExitStack() as stack:
+            if write and self._write_gate is not None:
+                await stack.enter_async_context(self._write_gate)
+            session = await stack.enter_async_context(factory())
+            async with session.begin():
+                yield session
+            queued = session.info.pop("runs_queued", False)
+        if queued:
+            for listener in self._runs_queued_listeners:
+                listener()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

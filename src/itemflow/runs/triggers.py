@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from itemflow.automations.models import Automation
@@ -52,4 +52,19 @@ async def enqueue_item_event(
     runs = [new_run(a, event, item_id, payload) for a in matching]
     session.add_all(runs)
     await session.flush()
+    await announce(session)
     return [r.id for r in runs]
+
+
+RUNS_CHANNEL = "itemflow_runs"
+
+
+async def announce(session: AsyncSession) -> None:
+    """Tell workers that runs are waiting, once the transaction commits.
+
+    In-process workers are woken by the Database's commit hook; on PostgreSQL, NOTIFY is
+    delivered to LISTENing workers in other processes at commit, and never if it rolls back.
+    """
+    session.info["runs_queued"] = True
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text(f"NOTIFY {RUNS_CHANNEL}"))
