@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     runner_token: SecretStr | None = None
     sandbox_pool_size: int | None = Field(default=None, ge=1)
     max_attempts: int = Field(default=3, ge=1)
+    worker_lease_seconds: float = Field(default=15.0, gt=0)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
