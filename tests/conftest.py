@@ -16,10 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from itemflow.api.app import create_app
-
 from itemflow.db import migrate
 from itemflow.settings import Settings
-
 
 PG_ADMIN_URL = os.environ.get("ITEMFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _counter = itertools.count()

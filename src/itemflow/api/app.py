@@ -14,8 +14,7 @@ from itemflow.api import health
 from itemflow.api.middleware import BodySizeLimit
 from itemflow.api.problems import Problem, install_problem_handlers
 from itemflow.automations.router import router as automations_router
-from itemflow.db import Database
-from itemflow.db import migrate
+from itemflow.db import Database, migrate
 from itemflow.items.router import router as items_router
 from itemflow.settings import Settings
 
