@@ -1,0 +1,3 @@
+from itemflow.cli.main import app
+
+app(prog_name="itemflow")
