@@ -1,0 +1,338 @@
+# ruff: noqa: S102, S110, BLE001, PLW0603
+"""The zygote: runs INSIDE the sandbox, as PID 1 of its own PID namespace, under the system
+Python with only the standard library. The host passes this file's text with ``-c``.
+
+Protocol on the control socket (fd number in argv[1]; AF_UNIX stream):
+  zygote -> host, once: frame({"ready": true, "checks": {...}}) or frame({"ready": false, "error": ...})
+  host -> zygote, per job: b"J" + frame(job) with SCM_RIGHTS [stdout_w, stderr_w] on the first byte
+  zygote -> host, per job: frame({"exit_code", "signal", "timed_out", "report", "wall_ms"})
+A frame is a 4-byte big-endian length and that many bytes of JSON.
+
+Each job runs in a forked child: own process group, per-process rlimits, non-dumpable, stdin a
+memfd holding the event JSON, stdout/stderr the host's pipes, fd 3 a memfd for the report
+(result / memory flag). When the child exits or its time is up, the zygote kills every other
+process in the namespace (kill(-1) from PID 1 reaches exactly the job's leftovers; the kernel
+never lets them signal PID 1), reaps them, replies, then wipes /tmp.
+"""
+
+import builtins
+import ctypes
+import fcntl
+import io
+import json
+import math
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import types
+
+PR_SET_DUMPABLE = 4
+MAX_REPORT = 16 * 1024 * 1024
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _frame(obj):
+    data = json.dumps(obj).encode()
+    return struct.pack("!I", len(data)) + data
+
+
+def _recv_exact(sock, n, buf=b""):
+    while len(buf) < n:
+        chunk = sock.recv(max(n - len(buf), 65536))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def _self_checks():
+    """Facts the host verifies before it trusts this zygote with any job."""
+    checks = {"pid": os.getpid(), "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid()}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"):
+                checks[key] = value.strip()
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        checks["inet_socket"] = "allowed"
+    except OSError as exc:
+        checks["inet_socket"] = "denied: %s" % exc.strerror
+    try:
+        with open("/.itemflow-rw-probe", "w"):
+            pass
+        checks["root_fs"] = "writable"
+    except OSError:
+        checks["root_fs"] = "read-only"
+    checks["root_entries"] = sorted(os.listdir("/"))
+    return checks
+
+
+def _wipe_tmp():
+    try:
+        names = os.listdir("/tmp")
+    except OSError:
+        return
+    if not names:
+        return
+    try:
+        os.chmod("/tmp", 0o1777)
+    except OSError:
+        pass
+    for name in names:
+        _remove("/tmp/" + name)
+
+
+def _remove(path):
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+            return
+        os.chmod(path, 0o700)  # the job may have made it unreadable; we are its owner
+        for name in os.listdir(path):
+            _remove(path + "/" + name)
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _kill_leftovers():
+    """Kill and reap every process in this PID namespace but ourselves."""
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no child left: nobody else is alive in the namespace
+        if pid == 0:
+            time.sleep(0.0005)
+
+
+def _set_limits(job):
+    mib = 1024 * 1024
+    cpu = int(math.ceil(job["timeout"])) + 1
+    limits = [
+        (resource.RLIMIT_AS, job["memory_mb"] * mib),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        # The zygote itself counts against the uid's process count in this user namespace.
+        (resource.RLIMIT_NPROC, job["max_processes"] + 1),
+        (resource.RLIMIT_FSIZE, job["max_file_bytes"]),
+        (resource.RLIMIT_NOFILE, job.get("max_open_files", 256)),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_MEMLOCK, 0),
+        (resource.RLIMIT_MSGQUEUE, 0),
+    ]
+    for what, value in limits:
+        soft, hard = value if isinstance(value, tuple) else (value, value)
+        resource.setrlimit(what, (soft, hard))
+
+
+def _child(job, out_w, err_w, stdin_fd, report_fd):
+    """In the forked child: become the job's process, run the code, exit. Never returns."""
+    try:
+        os.setpgid(0, 0)
+        # Move them out of the way first, so no dup2 below clobbers another one.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, out_w, err_w, report_fd)]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(4, 1 << 20)  # the control socket included
+        os.chdir("/tmp")
+        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _set_limits(job)
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
+                                      errors="backslashreplace")
+        sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8",
+                                      errors="backslashreplace", line_buffering=True)
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+        sys.argv = ["<automation>"]
+        event = json.loads(job["input"])
+        main = types.ModuleType("__main__")
+        main.__dict__.update({"__builtins__": builtins, "__file__": "<automation>", "event": event})
+        sys.modules["__main__"] = main
+        code = compile(job["code"], "<automation>", "exec")
+    except BaseException:
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(125)
+
+    exit_code, report = 0, {}
+    try:
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        exit_code = _exit_code_of(exc)
+    except MemoryError:
+        report["memory"] = True
+        exit_code = 1
+        _print_exc()
+    except BaseException:
+        exit_code = 1
+        _print_exc()
+    try:
+        if "threading" in sys.modules:  # like the interpreter: wait for non-daemon threads
+            sys.modules["threading"]._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        exit_code = exit_code or _exit_code_of(exc)
+    except BaseException:
+        exit_code = exit_code or 1
+        _print_exc()
+    if exit_code == 0 and "result" in main.__dict__:
+        try:
+            report["result_json"] = json.dumps(main.__dict__["result"], allow_nan=False)
+        except MemoryError:
+            report["memory"] = True
+        except BaseException as exc:
+            report["result_error"] = "%s: %s" % (type(exc).__name__, exc)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            exit_code = exit_code or 120  # what the interpreter does when it cannot flush at exit
+    try:
+        data = json.dumps(report).encode()
+        os.ftruncate(3, 0)
+        os.pwrite(3, data, 0)
+    except BaseException as exc:
+        try:
+            os.pwrite(3, json.dumps({"report_error": "%s: %s" % (type(exc).__name__, exc)}).encode(), 0)
+        except BaseException:
+            pass
+    os._exit(exit_code)
+
+
+def _exit_code_of(exc):
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+def _print_exc():
+    try:
+        etype, value, tb = sys.exc_info()
+        # Hide the zygote's own frame: the traceback starts in the user's code, as for a script.
+        traceback.print_exception(etype, value, tb.tb_next if tb is not None else None)
+    except BaseException:
+        try:
+            os.write(2, b"(traceback could not be printed)\n")
+        except OSError:
+            pass
+
+
+def _run(job, out_w, err_w):
+    stdin_fd = os.memfd_create("stdin", 0)
+    data = job["input"].encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(stdin_fd, view):]
+    os.lseek(stdin_fd, 0, os.SEEK_SET)
+    report_fd = os.memfd_create("report", 0)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        _child(job, out_w, err_w, stdin_fd, report_fd)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    os.close(out_w)
+    os.close(err_w)
+    os.close(stdin_fd)
+    timed_out = False
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0.0, job["timeout"]) * 1000):
+            timed_out = True
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    wall_ms = (time.monotonic() - started) * 1000
+    _kill_leftovers()
+    size = os.lseek(report_fd, 0, os.SEEK_END)
+    report = os.pread(report_fd, min(size, MAX_REPORT), 0).decode("utf-8", "replace") if size else ""
+    os.close(report_fd)
+    reply = {
+        "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "timed_out": timed_out,
+        "report": report,
+        "report_truncated": size > MAX_REPORT,
+        "wall_ms": wall_ms,
+    }
+    return reply
+
+
+def main():
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    ctl.setblocking(True)
+    os.chdir("/")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # PID 1: the kernel drops default-action signals from inside
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/1/mem, no ptrace, even for the same uid
+    try:
+        checks = _self_checks()
+    except BaseException as exc:
+        ctl.sendall(_frame({"ready": False, "error": "self-check crashed: %r" % (exc,)}))
+        return
+    import gc
+    gc.collect()
+    gc.freeze()  # fork children share these pages instead of touching them
+    ctl.sendall(_frame({"ready": True, "checks": checks}))
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctl, 65536, 4)
+        except OSError:
+            return
+        if not data:
+            return  # the host closed the socket: shut down
+        if data[:1] != b"J" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            ctl.sendall(_frame({"protocol_error": "bad job header"}))
+            continue
+        data = _recv_exact(ctl, 5, data)
+        (length,) = struct.unpack("!I", data[1:5])
+        data = _recv_exact(ctl, 5 + length, data)
+        job = json.loads(data[5:])
+        try:
+            reply = _run(job, fds[0], fds[1])
+        except BaseException as exc:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            _kill_leftovers()
+            reply = {"internal_error": "%s: %s" % (type(exc).__name__, exc)}
+        ctl.sendall(_frame(reply))
+        _wipe_tmp()
+
+
+if __name__ == "__main__":
+    main()
