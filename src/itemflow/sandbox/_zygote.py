@@ -1,4 +1,4 @@
-# ruff: noqa: S102, S110, BLE001, PLW0603
+# ruff: noqa: S102, S103, S108, S110
 """The zygote: runs INSIDE the sandbox, as PID 1 of its own PID namespace, under the system
 Python with only the standard library. The host passes this file's text with ``-c``.
 
@@ -63,7 +63,7 @@ def _self_checks():
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
         checks["inet_socket"] = "allowed"
     except OSError as exc:
-        checks["inet_socket"] = "denied: %s" % exc.strerror
+        checks["inet_socket"] = f"denied: {exc.strerror}"
     try:
         with open("/.itemflow-rw-probe", "w"):
             pass
@@ -119,7 +119,7 @@ def _kill_leftovers():
 
 def _set_limits(job):
     mib = 1024 * 1024
-    cpu = int(math.ceil(job["timeout"])) + 1
+    cpu = math.ceil(job["timeout"]) + 1
     limits = [
         (resource.RLIMIT_AS, job["memory_mb"] * mib),
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
@@ -196,7 +196,7 @@ def _child(job, out_w, err_w, stdin_fd, report_fd):
         except MemoryError:
             report["memory"] = True
         except BaseException as exc:
-            report["result_error"] = "%s: %s" % (type(exc).__name__, exc)
+            report["result_error"] = f"{type(exc).__name__}: {exc}"
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -208,7 +208,7 @@ def _child(job, out_w, err_w, stdin_fd, report_fd):
         os.pwrite(3, data, 0)
     except BaseException as exc:
         try:
-            os.pwrite(3, json.dumps({"report_error": "%s: %s" % (type(exc).__name__, exc)}).encode(), 0)
+            os.pwrite(3, json.dumps({"report_error": f"{type(exc).__name__}: {exc}"}).encode(), 0)
         except BaseException:
             pass
     os._exit(exit_code)
@@ -298,7 +298,7 @@ def main():
     try:
         checks = _self_checks()
     except BaseException as exc:
-        ctl.sendall(_frame({"ready": False, "error": "self-check crashed: %r" % (exc,)}))
+        ctl.sendall(_frame({"ready": False, "error": f"self-check crashed: {exc!r}"}))
         return
     import gc
     gc.collect()
@@ -329,7 +329,7 @@ def main():
                 except OSError:
                     pass
             _kill_leftovers()
-            reply = {"internal_error": "%s: %s" % (type(exc).__name__, exc)}
+            reply = {"internal_error": f"{type(exc).__name__}: {exc}"}
         ctl.sendall(_frame(reply))
         _wipe_tmp()
 

@@ -61,7 +61,7 @@ class SandboxResult:
         return cls(**known)
 
 
-class SandboxUnavailable(Exception):  # noqa: N818 - the public name other layers already use
+class SandboxUnavailable(Exception):
     """The sandbox cannot run code on this host; the message says exactly why."""
 
 

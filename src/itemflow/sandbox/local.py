@@ -149,7 +149,7 @@ def bwrap_command(layout: Layout, *, uid: int, gid: int, tmp_bytes: int, seccomp
         cmd += ["--symlink", target, path]
     for src, dst in layout.binds:
         cmd += ["--ro-bind", src, dst]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",  # noqa: S108
             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/",
             "--seccomp", str(seccomp_fd),
             "--", layout.python, "-I", "-S", "-B", "-c", ZYGOTE_SOURCE, str(ctl_fd)]
@@ -227,7 +227,7 @@ class _Capture:
         return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=not self.truncated)
 
 
-class ZygoteDied(Exception):  # noqa: N818
+class ZygoteDied(Exception):
     pass
 
 
@@ -267,7 +267,7 @@ class _Zygote:
             ready = await asyncio.wait_for(self._read_frame(), START_TIMEOUT)
         except (ZygoteDied, TimeoutError) as exc:
             await self.kill()
-            why = self.stderr_text() or ("no answer within %ss" % START_TIMEOUT if isinstance(exc, TimeoutError)
+            why = self.stderr_text() or (f"no answer within {START_TIMEOUT}s" if isinstance(exc, TimeoutError)
                                          else "it exited without a word")
             raise SandboxUnavailable(f"the sandbox did not start: {why}") from None
         if not ready.get("ready"):
@@ -417,7 +417,8 @@ def _result_of(reply: dict[str, Any], out: _Capture, err: _Capture, limits: Limi
     elif sig is not None:
         status = "failed"
         name = SIGNAL_NAMES.get(sig, f"signal {sig}")
-        if sig == signal.SIGXCPU or sig == signal.SIGKILL and reply.get("wall_ms", 0) >= limits.timeout_seconds * 1000:
+        over_time = reply.get("wall_ms", 0) >= limits.timeout_seconds * 1000
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and over_time):
             status, error = "timed_out", f"CPU time limit {_secs(limits.timeout_seconds)} exceeded ({name})"
         elif sig == signal.SIGXFSZ:
             error = f"file size limit {limits.max_file_bytes} bytes exceeded ({name})"
@@ -515,7 +516,7 @@ class LocalSandbox:
             return "no sandbox worker is alive"
         return None
 
-    async def run(self, code: str, input: dict[str, Any], limits: Limits) -> SandboxResult:  # noqa: A002
+    async def run(self, code: str, input: dict[str, Any], limits: Limits) -> SandboxResult:
         if not self._started:
             if self._unavailable:
                 raise SandboxUnavailable(self._unavailable)

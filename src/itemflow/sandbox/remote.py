@@ -41,7 +41,7 @@ class RemoteSandbox:
             return f"code runner at {self.url} unhealthy: HTTP {response.status_code} {response.text[:200]}"
         return None
 
-    async def run(self, code: str, input: dict[str, Any], limits: Limits) -> SandboxResult:  # noqa: A002
+    async def run(self, code: str, input: dict[str, Any], limits: Limits) -> SandboxResult:
         if self._client is None:
             await self.start()
         assert self._client is not None

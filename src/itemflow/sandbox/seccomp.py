@@ -18,7 +18,7 @@ from functools import cache
 SCMP_ACT_ALLOW = 0x7FFF0000
 
 
-def SCMP_ACT_ERRNO(code: int) -> int:  # noqa: N802 - the C macro's name
+def SCMP_ACT_ERRNO(code: int) -> int:
     return 0x00050000 | (code & 0x0000FFFF)
 
 
