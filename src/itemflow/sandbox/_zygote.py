@@ -104,6 +104,10 @@ def _remove(path):
 
 def _kill_leftovers():
     """Kill and reap every process in this PID namespace but ourselves."""
+    if os.getpid() != 1:
+        # kill(-1) outside a private PID namespace would reach every process this uid may
+        # signal on the machine. main() refuses to start in that case; this is the second lock.
+        raise RuntimeError("refusing kill(-1): not PID 1 of a private PID namespace")
     while True:
         try:
             os.kill(-1, signal.SIGKILL)
@@ -292,6 +296,12 @@ def _run(job, out_w, err_w):
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     ctl.setblocking(True)
+    if os.getpid() != 1:
+        # Cleaning up after a job kills every other process in the PID namespace: only sane as
+        # PID 1 of a namespace of our own. Never run jobs anywhere else.
+        error = f"zygote is pid {os.getpid()}, not PID 1 of its own PID namespace"
+        ctl.sendall(_frame({"ready": False, "error": error}))
+        return
     os.chdir("/")
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # PID 1: the kernel drops default-action signals from inside
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/1/mem, no ptrace, even for the same uid
