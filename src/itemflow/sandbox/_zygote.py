@@ -15,6 +15,7 @@ process in the namespace (kill(-1) from PID 1 reaches exactly the job's leftover
 never lets them signal PID 1), reaps them, replies, then wipes /tmp.
 """
 
+import atexit
 import builtins
 import ctypes
 import fcntl
@@ -140,18 +141,51 @@ def _set_limits(job):
         resource.setrlimit(what, (soft, hard))
 
 
-def _child(job, out_w, err_w, stdin_fd, report_fd):
-    """In the forked child: become the job's process, run the code, exit. Never returns."""
+def _prefork():
+    """Fork the next job's process ahead of time; it waits for its job on a private socket.
+
+    Returns (pid, socket to hand it the job, report memfd). The fork, the child's first page
+    faults and every step that does not depend on the job happen here, off the job's clock."""
+    report_fd = os.memfd_create("report", 0)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            os.setpgid(0, 0)  # its own process group, for the zygote's killpg
+            os.chdir("/tmp")
+            _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            data, fds, _, _ = socket.recv_fds(theirs, 65536, 2)
+            if not data or len(fds) != 2:
+                os._exit(0)  # the zygote is shutting down or replacing us
+            data = _recv_exact(theirs, 5, data)
+            (length,) = struct.unpack("!I", data[1:5])
+            job = json.loads(_recv_exact(theirs, 5 + length, data)[5:])
+        except BaseException:
+            os._exit(126)
+        _child(job, fds[0], fds[1], report_fd)
+    theirs.close()
     try:
-        os.setpgid(0, 0)
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    return pid, ours, report_fd
+
+
+def _child(job, out_w, err_w, report_fd):
+    """In the job's process: take the job's fds and limits, run the code, exit. Never returns."""
+    try:
+        stdin_fd = os.memfd_create("stdin", 0)
+        view = memoryview(job["input"].encode())
+        while view:
+            view = view[os.write(stdin_fd, view):]
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
         # Move them out of the way first, so no dup2 below clobbers another one.
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, out_w, err_w, report_fd)]
         for target, fd in enumerate(high):
             os.dup2(fd, target)
         os.closerange(4, 1 << 20)  # the control socket included
-        os.chdir("/tmp")
-        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         _set_limits(job)
         sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
@@ -167,10 +201,10 @@ def _child(job, out_w, err_w, stdin_fd, report_fd):
         code = compile(job["code"], "<automation>", "exec")
     except BaseException:
         try:
-            traceback.print_exc()
+            _print_exc()
             sys.stderr.flush()
         finally:
-            os._exit(125)
+            os._exit(1)
 
     exit_code, report = 0, {}
     try:
@@ -187,7 +221,6 @@ def _child(job, out_w, err_w, stdin_fd, report_fd):
     try:
         if "threading" in sys.modules:  # like the interpreter: wait for non-daemon threads
             sys.modules["threading"]._shutdown()
-        import atexit
         atexit._run_exitfuncs()
     except SystemExit as exc:
         exit_code = exit_code or _exit_code_of(exc)
@@ -243,25 +276,17 @@ def _print_exc():
             pass
 
 
-def _run(job, out_w, err_w):
-    stdin_fd = os.memfd_create("stdin", 0)
-    data = job["input"].encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(stdin_fd, view):]
-    os.lseek(stdin_fd, 0, os.SEEK_SET)
-    report_fd = os.memfd_create("report", 0)
+def _run(message, out_w, err_w, job, pending):
+    pid, sock, report_fd = pending
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        _child(job, out_w, err_w, stdin_fd, report_fd)
     try:
-        os.setpgid(pid, pid)
-    except OSError:
-        pass
-    os.close(out_w)
-    os.close(err_w)
-    os.close(stdin_fd)
+        sent = socket.send_fds(sock, [message], [out_w, err_w])
+        if sent < len(message):
+            sock.sendall(message[sent:])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+        sock.close()
     timed_out = False
     pidfd = os.pidfd_open(pid)
     try:
@@ -281,7 +306,6 @@ def _run(job, out_w, err_w):
     _kill_leftovers()
     size = os.lseek(report_fd, 0, os.SEEK_END)
     report = os.pread(report_fd, min(size, MAX_REPORT), 0).decode("utf-8", "replace") if size else ""
-    os.close(report_fd)
     reply = {
         "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -291,6 +315,36 @@ def _run(job, out_w, err_w):
         "wall_ms": wall_ms,
     }
     return reply
+
+
+WARM_UP_CODE = """
+import json
+data = {"type": "item.updated", "item": {"id": 1, "name": "x", "tags": ["a", "b"], "price": 2.5}, "previous": None}
+total = sum(len(str(v)) for v in data.values())
+def f(x):
+    return [i * 2 for i in range(x)]
+class C:
+    pass
+print(f(3), total, C(), file=sink)
+result = {"ok": True, "n": total}
+"""
+
+
+def _warm_up():
+    """Do once, here, the lazy first-time work of every job (parser, codecs, json, io,
+    traceback): a forked child would otherwise redo it, page faults included, on every run."""
+    sink = io.TextIOWrapper(io.BufferedWriter(io.FileIO(os.open(os.devnull, os.O_WRONLY) if os.path.exists(
+        os.devnull) else os.dup(1), "w")), encoding="utf-8", errors="backslashreplace")
+    for _ in range(3):
+        scope = {"__builtins__": builtins, "__name__": "__warmup__", "sink": sink}
+        exec(compile(WARM_UP_CODE, "<automation>", "exec"), scope)
+        json.loads(json.dumps(scope["result"], allow_nan=False))
+        try:
+            exec(compile("1/0", "<automation>", "exec"), {})
+        except ZeroDivisionError:
+            traceback.format_exc()
+    io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+    sink.close()
 
 
 def main():
@@ -310,17 +364,19 @@ def main():
     except BaseException as exc:
         ctl.sendall(_frame({"ready": False, "error": f"self-check crashed: {exc!r}"}))
         return
+    _warm_up()
     import gc
     gc.collect()
     gc.freeze()  # fork children share these pages instead of touching them
     ctl.sendall(_frame({"ready": True, "checks": checks}))
+    pending = _prefork()
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(ctl, 65536, 4)
         except OSError:
             return
         if not data:
-            return  # the host closed the socket: shut down
+            return  # the host closed the socket: shut down (PID 1 exiting takes the namespace down)
         if data[:1] != b"J" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
@@ -331,17 +387,17 @@ def main():
         data = _recv_exact(ctl, 5 + length, data)
         job = json.loads(data[5:])
         try:
-            reply = _run(job, fds[0], fds[1])
+            reply = _run(data, fds[0], fds[1], job, pending)
         except BaseException as exc:
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
             _kill_leftovers()
             reply = {"internal_error": f"{type(exc).__name__}: {exc}"}
+        try:
+            os.close(pending[2])
+        except OSError:
+            pass
         ctl.sendall(_frame(reply))
         _wipe_tmp()
+        pending = _prefork()
 
 
 if __name__ == "__main__":
