@@ -10,12 +10,15 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 import itemflow
+from itemflow import runtime
 from itemflow.api import health
 from itemflow.api.middleware import BodySizeLimit
 from itemflow.api.problems import Problem, install_problem_handlers
 from itemflow.automations.router import router as automations_router
-from itemflow.db import Database, migrate
+from itemflow.db import migrate
 from itemflow.items.router import router as items_router
+from itemflow.runs.router import router as runs_router
+from itemflow.runs.worker import RunEvents
 from itemflow.settings import Settings
 
 DESCRIPTION = """Store **items**; attach **automations** (short Python programs) that run in a
@@ -28,19 +31,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(
-            settings.resolved_database_url,
-            pool_size=settings.database_pool_size,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        )
+        database = runtime.build_database(settings)
         if database.is_sqlite:
             # The embedded default keeps itself migrated; a shared database is migrated
             # explicitly (`itemflow db upgrade`) before replicas roll out.
             await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
         app.state.database = database
+        app.state.run_events = RunEvents()
+        app.state.sandbox = None
+        worker = None
+        if settings.embedded_worker:
+            sandbox = runtime.build_sandbox(settings)
+            await runtime.start_sandbox(sandbox)
+            app.state.sandbox = sandbox
+            worker = runtime.build_worker(settings, database, sandbox, app.state.run_events)
+            worker.start()
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
+            if app.state.sandbox is not None:
+                await app.state.sandbox.close()
             await database.dispose()
 
     app = FastAPIOffline(
@@ -55,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(items_router)
     app.include_router(automations_router)
+    app.include_router(runs_router)
     _register_problem_schema(app)
     return app
 

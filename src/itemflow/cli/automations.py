@@ -101,6 +101,27 @@ def update(
     emit(run(lambda s: service.update_automation(s, automation_id, data), write=True), as_json, COLUMNS)
 
 
+@app.command("run")
+def run_automation(
+    automation_id: int,
+    item: Annotated[int | None, typer.Option("--item", help="The item the run sees.")] = None,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=60, help="Seconds to wait for the outcome.")] = 0,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run an automation now (event `manual`)."""
+    from itemflow.cli.execution import run_now
+    from itemflow.cli.runs import COLUMNS as RUN_COLUMNS
+    from itemflow.errors import DomainError
+
+    try:
+        result = run_now(automation_id, item, wait)
+    except DomainError as exc:
+        fail(exc.detail, code=3 if exc.status_code == 404 else 2)
+    emit(result, as_json, RUN_COLUMNS)
+    if wait and result.status != "succeeded":
+        raise typer.Exit(1)
+
+
 @app.command()
 def delete(automation_id: int) -> None:
     """Delete an automation (its runs stay in the history)."""

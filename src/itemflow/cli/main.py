@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from itemflow.cli import automations, items
+from itemflow.cli import automations, execution, items, runs
 from itemflow.cli.common import fail, settings
 from itemflow.db import migrate
 
@@ -20,9 +20,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(items.app, name="items")
 app.add_typer(automations.app, name="automations")
+app.add_typer(runs.app, name="runs")
+app.add_typer(execution.sandbox_app, name="sandbox")
+app.command()(execution.worker)
+app.command()(execution.runner)
+app.command()(execution.doctor)
 
 
-def _default_port() -> int:
+def default_port() -> int:
     try:
         return int(os.environ.get("PORT", "8000"))
     except ValueError:
@@ -40,7 +45,7 @@ def serve(
     from itemflow.api.app import create_app
 
     app_ = create_app(settings())
-    uvicorn.run(app_, host=host, port=port or _default_port(),
+    uvicorn.run(app_, host=host, port=port or default_port(),
                 log_level=settings().log_level, proxy_headers=False)
 
 

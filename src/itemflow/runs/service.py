@@ -126,6 +126,19 @@ async def retry_or_bury(
     return "queued"
 
 
+async def release(session: AsyncSession, run_id: int, worker_id: str) -> bool:
+    """Give a run back untried (graceful shutdown): queued again, the attempt not counted."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running", Run.locked_by == worker_id)
+        .values(status="queued", attempt=Run.attempt - 1, available_at=utcnow(), locked_by=None,
+                lease_expires_at=None, started_at=None)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        await announce(session)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 async def reap_expired(session: AsyncSession, max_attempts: int) -> int:
     """Runs whose worker vanished (lease expired): queue them again, or `dead` after the last."""
     now = utcnow()
