@@ -152,13 +152,15 @@ def _pg_up() -> bool:
     return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode == 0
 
 
-@pytest.mark.skipif(not os.path.isdir("/etc/postgresql"), reason="needs the machine's own PostgreSQL cluster to restart")
+@pytest.mark.skipif(not os.path.isdir("/etc/postgresql"),
+                    reason="needs the machine's own PostgreSQL cluster to restart")
 def test_postgres_restart_gives_503_then_recovers_without_losing_runs(cluster_env):
     with processes(cluster_env, apis=1, workers=2) as (urls, _):
         api = httpx.Client(base_url=urls[0], timeout=10)
         assert api.post("/automations", json={"code": "result = event['item']['name']"}).status_code == 201
         item = api.post("/items", json={"name": "before"}).json()
-        queued = [int(i) for i in api.patch(f"/items/{item['id']}", json={"name": "a"}).headers["itemflow-run-ids"].split(",")]
+        first = api.patch(f"/items/{item['id']}", json={"name": "a"})
+        queued = [int(i) for i in first.headers["itemflow-run-ids"].split(",")]
         _pg("stop")
         try:
             r = api.patch(f"/items/{item['id']}", json={"name": "during"})
