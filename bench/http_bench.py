@@ -406,7 +406,9 @@ def start_py_spy(server: Server, kind: str, seconds: float, out_dir: Path) -> su
     pid = server_pid(server)
     raw = out_dir / f"itemflow-{kind}.txt"
     cmd = ["taskset", "-c", CLIENT_CPU, str(VENV_BIN / "py-spy"), "record", "--pid", str(pid),
-           "--rate", "200", "--duration", str(max(1, round(seconds))), "--format", "raw",
+           # --gil: only the thread running Python; idle aiosqlite/anyio threads blocked on
+           # their queues are otherwise sampled as busy on this kernel.
+           "--gil", "--rate", "200", "--duration", str(max(1, round(seconds))), "--format", "raw",
            "--nonblocking", "-o", str(raw)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -475,6 +477,10 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; server and wrk share one", file=sys.stderr)
 
+    # SIGTERM (e.g. `kill PID` of this script) unwinds like Ctrl-C, so servers are still killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.itemflow_src and not (args.itemflow_src / "itemflow" / "__init__.py").is_file():
+        sys.exit(f"{args.itemflow_src} has no itemflow package")
     kinds, apps = set(args.only.split(",")), set(args.apps.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
     global ITEMFLOW_SRC
@@ -485,6 +491,10 @@ def main() -> int:
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
         ITEMFLOW_SRC = workdir / "src"
+    if args.rev:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.rev],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        args.rev = f"{args.rev} ({sha})" if sha != args.rev else sha
     source = (f"itemflow at {args.rev}" if args.rev else f"itemflow from {ITEMFLOW_SRC}"
               if ITEMFLOW_SRC else "itemflow from the work tree")
     try:
