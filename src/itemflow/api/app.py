@@ -17,6 +17,9 @@ from itemflow.api.problems import Problem, install_problem_handlers
 from itemflow.automations.router import router as automations_router
 from itemflow.db import migrate
 from itemflow.items.router import router as items_router
+from itemflow.observability.logging import RequestId
+from itemflow.observability.metrics import RequestMetrics
+from itemflow.observability.router import router as metrics_router
 from itemflow.runs.router import router as runs_router
 from itemflow.runs.worker import RunEvents
 from itemflow.settings import Settings
@@ -64,10 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestId)  # outermost: every log line of the request carries its id
     app.include_router(health.router)
     app.include_router(items_router)
     app.include_router(automations_router)
     app.include_router(runs_router)
+    app.include_router(metrics_router)
     _register_problem_schema(app)
     return app
 

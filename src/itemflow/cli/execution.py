@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from itemflow.cli.common import fail, open_database, settings, to_json
+from itemflow.observability.logging import configure_logging
 from itemflow.runs.schemas import ManualRun, RunRead
 
 sandbox_app = typer.Typer(help="Try code in the sandbox.", no_args_is_help=True)
@@ -26,6 +27,8 @@ def worker() -> None:
 
     from itemflow import runtime
     from itemflow.runs.notify import listen_for_runs
+
+    configure_logging(settings().log_level)
 
     async def main() -> None:
         s = settings()

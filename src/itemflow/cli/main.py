@@ -10,6 +10,7 @@ import typer
 from itemflow.cli import automations, execution, items, runs
 from itemflow.cli.common import fail, settings
 from itemflow.db import migrate
+from itemflow.observability.logging import configure_logging
 
 app = typer.Typer(
     help="itemflow: store items, run sandboxed automations when they change.",
@@ -44,8 +45,9 @@ def serve(
 
     from itemflow.api.app import create_app
 
+    configure_logging(settings().log_level)
     app_ = create_app(settings())
-    uvicorn.run(app_, host=host, port=port or default_port(),
+    uvicorn.run(app_, host=host, port=port or default_port(), log_config=None,
                 log_level=settings().log_level, proxy_headers=False)
 
 

@@ -13,13 +13,16 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from structlog.contextvars import bind_contextvars
+
 from itemflow.db import Database
+from itemflow.observability import metrics
 from itemflow.runs import service
 from itemflow.runs.models import Run
 from itemflow.sandbox import Limits, Sandbox, SandboxResult, SandboxUnavailable
@@ -107,7 +110,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
-        self.on_finished: list[Callable[[Run, dict[str, Any]], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -188,11 +190,14 @@ class Worker:
         return True
 
     async def execute(self, run: Run) -> None:
+        # This task's log lines carry the run id (contextvars are per task).
+        bind_contextvars(run_id=run.id, attempt=run.attempt)
         payload = {**run.input, "automation_id": run.automation_id, "run_id": run.id}
         limits = Limits(timeout_seconds=run.timeout_seconds, memory_mb=run.memory_mb)
         heartbeat = asyncio.create_task(self._heartbeat(run.id))
         outcome: dict[str, Any] | None
         error: str | None = None
+        started = time.perf_counter()
         try:
             outcome = outcome_of(await self.sandbox.run(run.code, payload, limits))
         except asyncio.CancelledError:
@@ -215,8 +220,9 @@ class Worker:
             else:
                 await service.retry_or_bury(session, run, self.worker_id, error or "", self.max_attempts)
         if outcome is not None:
-            for callback in self.on_finished:
-                callback(run, outcome)
+            metrics.sandbox_latency.observe(time.perf_counter() - started)
+            metrics.runs_finished.labels(outcome["status"]).inc()
+            log.info("run finished: %s", outcome["status"])
         self.events.finished(run.id)
 
     async def _heartbeat(self, run_id: int) -> None:

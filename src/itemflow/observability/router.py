@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from itemflow.api.deps import ReadSession
+from itemflow.observability import metrics
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def get_metrics(session: ReadSession) -> Response:
+    return Response(await metrics.render(session), media_type=CONTENT_TYPE_LATEST)
