@@ -241,6 +241,7 @@ class _Zygote:
         self._stderr_task: asyncio.Task[None] | None = None
         self.alive = False
         self.jobs = 0
+        self._rbuf = bytearray()
 
     async def start(self) -> None:
         sb = self.sandbox
@@ -262,6 +263,7 @@ class _Zygote:
             zygote_end.close()
         host_end.setblocking(False)
         self.sock = host_end
+        self._rbuf = bytearray()
         self._stderr_task = loop.create_task(self._read_stderr())
         try:
             ready = await asyncio.wait_for(self._read_frame(), START_TIMEOUT)
@@ -291,19 +293,20 @@ class _Zygote:
         return b"".join(self.stderr_tail).decode("utf-8", "replace").strip()[-2000:]
 
     async def _recv(self, n: int) -> bytes:
+        """Exactly n bytes from the control socket (reading ahead into a buffer: one recv per reply)."""
         assert self.sock is not None
         loop = asyncio.get_running_loop()
-        buf = b""
-        while len(buf) < n:
+        while len(self._rbuf) < n:
             try:
-                chunk = await loop.sock_recv(self.sock, n - len(buf))
+                chunk = await loop.sock_recv(self.sock, max(65536, n - len(self._rbuf)))
             except OSError:
                 chunk = b""
             if not chunk:
                 self.alive = False
                 raise ZygoteDied
-            buf += chunk
-        return buf
+            self._rbuf += chunk
+        data, self._rbuf = bytes(self._rbuf[:n]), self._rbuf[n:]
+        return data
 
     async def _read_frame(self) -> dict[str, Any]:
         (length,) = struct.unpack("!I", await self._recv(4))
@@ -340,7 +343,8 @@ class _Zygote:
                 await loop.sock_sendall(self.sock, message[sent:])
             self.jobs += 1
             try:
-                reply = await asyncio.wait_for(self._read_frame(), limits.timeout_seconds + BACKSTOP_GRACE)
+                async with asyncio.timeout(limits.timeout_seconds + BACKSTOP_GRACE):
+                    reply = await self._read_frame()
             except TimeoutError:
                 # The zygote did not come back after the job's own deadline: replace it.
                 await self.kill()
@@ -350,8 +354,11 @@ class _Zygote:
                     error=f"timed out after {_secs(limits.timeout_seconds)} (sandbox worker unresponsive, replaced)",
                     duration_ms=(time.perf_counter() - started) * 1000)
             # Every writer is dead by now (the zygote killed the job's leftovers): EOF is immediate.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(out.done, err.done), 2.0)
+            if not (out.done.done() and err.done.done()):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await out.done
+                        await err.done
         finally:
             out.close()
             err.close()
