@@ -24,7 +24,8 @@ def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sandbox_url:
         token = settings.runner_token.get_secret_value() if settings.runner_token else ""
         return RemoteSandbox(settings.sandbox_url, token)
-    return LocalSandbox(pool_size=settings.sandbox_pool_size or os.cpu_count() or 1)
+    return LocalSandbox(pool_size=settings.sandbox_pool_size or os.cpu_count() or 1,
+                        python=settings.sandbox_python)
 
 
 async def start_sandbox(sandbox: Sandbox) -> str | None:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     sandbox_url: str | None = None
     runner_token: SecretStr | None = None
     sandbox_pool_size: int | None = Field(default=None, ge=1)
+    sandbox_python: str | None = Field(
+        default=None, description="System interpreter inside the sandbox; default Debian's python3."
+    )
     max_attempts: int = Field(default=3, ge=1)
     worker_lease_seconds: float = Field(default=15.0, gt=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0)

@@ -76,3 +76,44 @@ def test_automation_from_stdin_and_file(cli, tmp_path):
 def test_db_upgrade_is_idempotent(cli):
     assert cli("db", "upgrade").exit_code == 0
     assert cli("db", "upgrade").exit_code == 0
+
+
+def test_manual_run_runs_list_and_get(cli):
+    item = json.loads(cli("items", "create", "--name", "i", "--json").stdout)
+    a = json.loads(cli("automations", "create", "--json", input="print('hi', event['item']['name'])\n").stdout)
+    r = cli("automations", "run", str(a["id"]), "--item", str(item["id"]), "--wait", "20", "--json")
+    assert r.exit_code == 0, r.output
+    run = json.loads(r.stdout)
+    assert run["status"] == "succeeded" and run["stdout"] == "hi i\n" and run["event"] == "manual"
+    r = cli("runs", "list", "--automation", str(a["id"]), "--json")
+    assert [x["id"] for x in json.loads(r.stdout)["data"]] == [run["id"]]
+    assert json.loads(cli("runs", "get", str(run["id"]), "--json").stdout) == run
+    r = cli("automations", "run", str(a["id"]), "--json")  # no --wait: queued, exit 0
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "queued"
+    assert cli("automations", "run", "424242").exit_code == 3
+    assert cli("runs", "list", "--status", "bogus").exit_code == 2
+
+
+def test_sandbox_run_and_doctor(cli, tmp_path):
+    code = tmp_path / "try.py"
+    code.write_text("print(event['n'] * 2)\nresult = {'double': event['n'] * 2}\n")
+    r = cli("sandbox", "run", str(code), "--input", '{"n": 21}')
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "succeeded" and out["result"] == {"double": 42} and out["stdout"] == "42\n"
+    code.write_text("raise RuntimeError('nope')\n")
+    r = cli("sandbox", "run", str(code))
+    assert r.exit_code == 1 and json.loads(r.stdout)["status"] == "failed"
+    assert cli("sandbox", "run", str(code), "--input", "{not json").exit_code == 2
+    r = cli("doctor")
+    assert r.exit_code == 0, r.output
+    assert "database   ok" in r.stdout and "sandbox    ok" in r.stdout
+
+
+def test_doctor_says_exactly_what_is_wrong(cli, monkeypatch):
+    monkeypatch.setenv("ITEMFLOW_SANDBOX_PYTHON", "/nonexistent/python3")
+    common.settings.cache_clear()
+    r = cli("doctor")
+    assert r.exit_code == 1
+    assert "database   ok" in r.stdout
+    assert "sandbox    FAIL" in r.stdout and "/nonexistent/python3" in r.stdout

@@ -133,3 +133,23 @@ def test_run_filters(client):
     assert [run["status"] for run in mine] == ["succeeded"]
     assert client.get("/runs", params={"status": "exploded"}).status_code == 422
     assert client.get("/runs/999999").status_code == 404
+
+
+def test_without_a_sandbox_the_api_serves_and_runs_fail_with_the_reason(settings):
+    from fastapi.testclient import TestClient
+
+    from itemflow.api.app import create_app
+
+    broken = settings.model_copy(update={"sandbox_python": "/nonexistent/python3"})
+    with TestClient(create_app(broken)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "sandbox unavailable" in ready.json()["detail"]
+        assert "/nonexistent/python3" in ready.json()["detail"]
+        item = client.post("/items", json={"name": "still served"}).json()
+        a = automation(client, "print('never runs')", item_id=item["id"])
+        r = client.post(f"/automations/{a['id']}/run", params={"wait": 10})
+        run = r.json()
+        assert run["status"] == "failed", run
+        assert "sandbox unavailable" in run["error"] and "/nonexistent/python3" in run["error"]
+        assert run["stdout"] == ""

@@ -96,11 +96,15 @@ def doctor() -> None:
         finally:
             await database.dispose()
         sandbox = runtime.build_sandbox(s)
-        reason = await runtime.start_sandbox(sandbox)
+        reason = await runtime.start_sandbox(sandbox) or await sandbox.check()
         if reason is None:
-            result = await sandbox.run("print('ok')", {}, Limits(timeout_seconds=5))
-            if result.status != "succeeded" or result.stdout != "ok\n":
-                reason = f"a trivial run gave {result.status}: {result.error or result.stderr}"
+            try:
+                result = await sandbox.run("print('ok')", {}, Limits(timeout_seconds=5))
+            except Exception as exc:  # report it, whatever it is
+                reason = f"a trivial run raised {type(exc).__name__}: {exc}"
+            else:
+                if result.status != "succeeded" or result.stdout != "ok\n":
+                    reason = f"a trivial run gave {result.status}: {result.error or result.stderr}"
         checks.append(("sandbox", reason))
         await sandbox.close()
         return checks
