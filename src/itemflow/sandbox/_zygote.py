@@ -147,6 +147,7 @@ def _prefork():
     Returns (pid, socket to hand it the job, report memfd). The fork, the child's first page
     faults and every step that does not depend on the job happen here, off the job's clock."""
     report_fd = os.memfd_create("report", 0)
+    done_r, done_w = os.pipe()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
@@ -164,16 +165,17 @@ def _prefork():
             job = json.loads(_recv_exact(theirs, 5 + length, data)[5:])
         except BaseException:
             os._exit(126)
-        _child(job, fds[0], fds[1], report_fd)
+        _child(job, fds[0], fds[1], report_fd, done_w)
     theirs.close()
+    os.close(done_w)
     try:
         os.setpgid(pid, pid)
     except OSError:
         pass
-    return pid, ours, report_fd
+    return pid, ours, report_fd, done_r
 
 
-def _child(job, out_w, err_w, report_fd):
+def _child(job, out_w, err_w, report_fd, done_w):
     """In the job's process: take the job's fds and limits, run the code, exit. Never returns."""
     try:
         stdin_fd = os.memfd_create("stdin", 0)
@@ -182,10 +184,10 @@ def _child(job, out_w, err_w, report_fd):
             view = view[os.write(stdin_fd, view):]
         os.lseek(stdin_fd, 0, os.SEEK_SET)
         # Move them out of the way first, so no dup2 below clobbers another one.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, out_w, err_w, report_fd)]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, out_w, err_w, report_fd, done_w)]
         for target, fd in enumerate(high):
             os.dup2(fd, target)
-        os.closerange(4, 1 << 20)  # the control socket included
+        os.closerange(5, 1 << 20)  # the control socket included
         _set_limits(job)
         sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
@@ -239,6 +241,7 @@ def _child(job, out_w, err_w, report_fd):
             stream.flush()
         except BaseException:
             exit_code = exit_code or 120  # what the interpreter does when it cannot flush at exit
+    report["exit_code"] = exit_code
     try:
         data = json.dumps(report).encode()
         os.ftruncate(3, 0)
@@ -248,6 +251,17 @@ def _child(job, out_w, err_w, report_fd):
             os.pwrite(3, json.dumps({"report_error": f"{type(exc).__name__}: {exc}"}).encode(), 0)
         except BaseException:
             pass
+    # Done: release the output pipes and tell the zygote, which answers the host while the kernel
+    # tears this process down (killing it is then harmless: the exit code is in the report).
+    for fd in (0, 1, 2, 3):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.write(4, b"d")
+    except OSError:
+        pass
     os._exit(exit_code)
 
 
@@ -277,7 +291,11 @@ def _print_exc():
 
 
 def _run(message, out_w, err_w, job, pending):
-    pid, sock, report_fd = pending
+    """Hand the job to the pre-forked process; wait for it to finish, exit or time out.
+
+    Returns (reply, cleaned): when the job reported completion itself, its leftovers are only
+    signalled, and the caller reaps them after replying (cleaned is False)."""
+    pid, sock, report_fd, done_r = pending
     started = time.monotonic()
     try:
         sent = socket.send_fds(sock, [message], [out_w, err_w])
@@ -287,34 +305,69 @@ def _run(message, out_w, err_w, job, pending):
         os.close(out_w)
         os.close(err_w)
         sock.close()
-    timed_out = False
+    timed_out = done = False
     pidfd = os.pidfd_open(pid)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0.0, job["timeout"]) * 1000):
+        poller.register(done_r, select.POLLIN)
+        events = poller.poll(max(0.0, job["timeout"]) * 1000)
+        if not events:
             timed_out = True
+        elif any(fd == done_r for fd, _ in events):
             try:
-                os.killpg(pid, signal.SIGKILL)
+                done = os.read(done_r, 1) == b"d"
             except OSError:
-                pass
-            os.kill(pid, signal.SIGKILL)
+                done = False
     finally:
         os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
     wall_ms = (time.monotonic() - started) * 1000
-    _kill_leftovers()
-    size = os.lseek(report_fd, 0, os.SEEK_END)
-    report = os.pread(report_fd, min(size, MAX_REPORT), 0).decode("utf-8", "replace") if size else ""
+    report = _read_report(report_fd)
+    exit_code = sig = None
+    if done and isinstance(report.get("exit_code"), int):
+        _signal_everyone()  # the job's process is exiting already; anything it left, dies now
+        exit_code, cleaned = report["exit_code"], False
+    else:
+        if timed_out or done:  # out of time, or a "done" the job forged without a report: stop it
+            _signal_everyone()
+        _, status = os.waitpid(pid, 0)
+        _kill_leftovers()
+        cleaned = True
+        if not timed_out:
+            exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    report.pop("exit_code", None)
     reply = {
-        "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "exit_code": exit_code,
+        "signal": sig,
         "timed_out": timed_out,
-        "report": report,
-        "report_truncated": size > MAX_REPORT,
+        "report": json.dumps(report),
         "wall_ms": wall_ms,
     }
-    return reply
+    return reply, cleaned
+
+
+def _read_report(report_fd):
+    try:
+        size = os.lseek(report_fd, 0, os.SEEK_END)
+        if not size:
+            return {}
+        if size > MAX_REPORT:
+            return {"report_error": f"the result is larger than {MAX_REPORT} bytes"}
+        report = json.loads(os.pread(report_fd, size, 0).decode("utf-8", "replace"))
+        return report if isinstance(report, dict) else {"report_error": "the run's report is not an object"}
+    except (OSError, ValueError) as exc:
+        return {"report_error": f"the run's report could not be read: {exc}"}
+
+
+def _signal_everyone():
+    """SIGKILL every process of the namespace but PID 1 (ourselves): the job and all it left."""
+    if os.getpid() != 1:
+        raise RuntimeError("refusing kill(-1): not PID 1 of a private PID namespace")
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 WARM_UP_CODE = """
@@ -387,15 +440,18 @@ def main():
         data = _recv_exact(ctl, 5 + length, data)
         job = json.loads(data[5:])
         try:
-            reply = _run(data, fds[0], fds[1], job, pending)
+            reply, cleaned = _run(data, fds[0], fds[1], job, pending)
         except BaseException as exc:
             _kill_leftovers()
-            reply = {"internal_error": f"{type(exc).__name__}: {exc}"}
-        try:
-            os.close(pending[2])
-        except OSError:
-            pass
+            reply, cleaned = {"internal_error": f"{type(exc).__name__}: {exc}"}, True
+        for fd in pending[2:]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         ctl.sendall(_frame(reply))
+        if not cleaned:
+            _kill_leftovers()  # reap what _run signalled: nothing of this job survives into the next
         _wipe_tmp()
         pending = _prefork()
 

@@ -345,6 +345,7 @@ class _Zygote:
             try:
                 async with asyncio.timeout(limits.timeout_seconds + BACKSTOP_GRACE):
                     reply = await self._read_frame()
+                reply["reply_ms"] = (time.perf_counter() - started) * 1000
             except TimeoutError:
                 # The zygote did not come back after the job's own deadline: replace it.
                 await self.kill()
@@ -446,7 +447,7 @@ def _result_of(reply: dict[str, Any], out: _Capture, err: _Capture, limits: Limi
     return SandboxResult(status=status, exit_code=exit_code, stdout=out.text(), stderr=err.text(),
                          stdout_truncated=out.truncated, stderr_truncated=err.truncated, result=result,
                          error=error, duration_ms=duration_ms,
-                         extra={"wall_ms": reply.get("wall_ms"), "signal": sig})
+                         extra={"wall_ms": reply.get("wall_ms"), "reply_ms": reply.get("reply_ms"), "signal": sig})
 
 
 def default_python() -> str:
