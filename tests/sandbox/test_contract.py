@@ -171,3 +171,10 @@ async def test_result_round_trips_as_dict(sandbox: LocalSandbox) -> None:
 
 async def test_check_is_healthy(sandbox: LocalSandbox) -> None:
     assert await sandbox.check() is None
+
+
+async def test_large_code(sandbox: LocalSandbox) -> None:
+    code = "\n".join(f"v{i} = {i}" for i in range(30_000)) + "\nresult = v29999"
+    assert len(code) > 300_000
+    r = await sandbox.run(code, {}, Limits(timeout_seconds=5))
+    assert r.status == "succeeded" and r.result == 29999

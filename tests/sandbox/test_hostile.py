@@ -352,3 +352,19 @@ async def test_cancelled_run_replaces_the_zygote(sandbox: LocalSandbox) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await assert_serves_cleanly(sandbox)
+
+
+async def test_forged_completion_signal(sandbox: LocalSandbox) -> None:
+    """Writing the zygote's "done" byte early only cuts the job itself short."""
+    code = "import os, time\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'd')\n    except OSError:\n" \
+           "        pass\ntime.sleep(5)"
+    r = await sandbox.run(code, {}, Limits(timeout_seconds=3))
+    assert r.status in ("failed", "timed_out")
+    assert r.duration_ms < 3000 or r.status == "timed_out"
+    await assert_serves_cleanly(sandbox)
+
+
+async def test_closes_its_output_and_keeps_running(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(10)", {}, Limits(timeout_seconds=0.5))
+    assert r.status == "timed_out"
+    await assert_serves_cleanly(sandbox)
