@@ -114,12 +114,12 @@ def _kill_leftovers():
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # Everyone else has a pending SIGKILL (and fork fails for a process with one): blocking
+        # here waits exactly until the next one is gone. Orphans are reparented to us, PID 1.
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitpid(-1, 0)
         except ChildProcessError:
             return  # no child left: nobody else is alive in the namespace
-        if pid == 0:
-            time.sleep(0.0005)
 
 
 def _set_limits(job):
