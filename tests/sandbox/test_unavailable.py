@@ -47,3 +47,30 @@ def test_limits_validate() -> None:
         Limits(timeout_seconds=0)
     with pytest.raises(ValueError, match="memory_mb"):
         Limits(memory_mb=0)
+
+
+def test_zygote_refuses_to_run_outside_a_sandbox() -> None:
+    """Its clean-up (kill(-1), wiping /tmp) is only sane as PID 1 of its own namespaces with a
+    private /tmp: started bare, it must refuse before doing anything. Run as a uid that owns no
+    process and no file, so that even a failing guard could harm nothing."""
+    import json
+    import socket
+    import struct
+    import subprocess
+
+    from .conftest import SANDBOX_UID
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = subprocess.run(
+            ["/usr/bin/setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+             local.default_python(), "-I", "-S", "-c", local.ZYGOTE_SOURCE, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), capture_output=True, timeout=30, env={}, check=False)
+        theirs.close()
+        data = ours.recv(65536)
+    (length,) = struct.unpack("!I", data[:4])
+    message = json.loads(data[4 : 4 + length])
+    assert message["ready"] is False
+    assert "not a sandbox" in message["error"] or "PID 1" in message["error"]
+    assert proc.returncode == 0, proc.stderr

@@ -34,6 +34,7 @@ import traceback
 import types
 
 PR_SET_DUMPABLE = 4
+TMP_IS_PRIVATE = False
 MAX_REPORT = 16 * 1024 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -75,7 +76,25 @@ def _self_checks():
     return checks
 
 
+def _tmp_is_private():
+    """True only if /tmp is a tmpfs mount of its own (bwrap's --tmpfs /tmp) and we are PID 1."""
+    if os.getpid() != 1:
+        return False
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if left.split()[4] == "/tmp" and right.split()[0] == "tmpfs":
+                    return True
+    except (OSError, IndexError):
+        pass
+    return False
+
+
 def _wipe_tmp():
+    if not TMP_IS_PRIVATE:
+        # Wiping a /tmp that is not the sandbox's own tmpfs would delete the host's files.
+        raise RuntimeError("refusing to wipe /tmp: not the sandbox's private tmpfs")
     try:
         names = os.listdir("/tmp")
     except OSError:
@@ -403,6 +422,11 @@ def _warm_up():
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     ctl.setblocking(True)
+    global TMP_IS_PRIVATE
+    TMP_IS_PRIVATE = _tmp_is_private()
+    if not TMP_IS_PRIVATE:
+        ctl.sendall(_frame({"ready": False, "error": "/tmp is not a private tmpfs, or not PID 1: not a sandbox"}))
+        return
     if os.getpid() != 1:
         # Cleaning up after a job kills every other process in the PID namespace: only sane as
         # PID 1 of a namespace of our own. Never run jobs anywhere else.
