@@ -6,14 +6,16 @@ DESIGN.md section 7's traps, and how this file avoids them:
 - checks run in an `.apply()` on the Output that decorated function returns, after every
   resource's URN has resolved, so a failed assertion fails the test (an assertion in an
   undecorated `.apply()` would be dropped silently): `test_a_failing_check_fails` proves it;
-- each run gets a fresh `Mocks` object and a fresh event loop, set before `set_mocks`.
+- each run gets a fresh `Mocks` object and a fresh event loop, set before `set_mocks`, on a
+  thread of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,31 +97,41 @@ class Mocks(pulumi.runtime.Mocks):
 Check = Callable[[Deployment, Mocks], None]
 
 
-@pytest.fixture
-def fresh_loop() -> Iterator[None]:
-    """Pulumi pumps the thread's current loop; give each program its own and close it after."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 def run_program(check: Check, config: dict[str, str] | None = None) -> Mocks:
-    """Build the whole stack on a fresh mocks object, then run `check` once all of it resolved."""
+    """Build the whole stack on a fresh mocks object, then run `check` once all of it resolved.
+
+    The program runs on a thread of its own with a new event loop, set before `set_mocks`
+    (required on Python 3.12+), so the test session's own loop is never touched.
+    """
     mocks = Mocks()
-    pulumi.runtime.set_all_config({**CONFIG, **(config or {})}, SECRET_KEYS)
-    pulumi.runtime.set_mocks(mocks, project="itemflow", stack="test", preview=False)
+    failure: list[BaseException] = []
 
-    @pulumi.runtime.test
-    def program() -> pulumi.Output[None]:
-        deployment = build(load_config())  # created inside the decorated function
-        urns = [r.urn for r in deployment.resources]
-        return pulumi.Output.all(*urns).apply(lambda _: check(deployment, mocks))
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            pulumi.runtime.set_all_config({**CONFIG, **(config or {})}, SECRET_KEYS)
+            pulumi.runtime.set_mocks(mocks, project="itemflow", stack="test", preview=False)
 
-    program()
+            @pulumi.runtime.test
+            def program() -> pulumi.Output[None]:
+                deployment = build(load_config())  # created inside the decorated function
+                urns = [r.urn for r in deployment.resources]
+                return pulumi.Output.all(*urns).apply(lambda _: check(deployment, mocks))
+
+            program()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    thread = threading.Thread(target=main, name="pulumi-program")
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the Pulumi program did not finish in 120 s"
+    if failure:
+        raise failure[0]
     return mocks
 
 
@@ -128,7 +140,7 @@ def _nothing(_d: Deployment, _m: Mocks) -> None:
 
 
 @pytest.fixture
-def stack(fresh_loop: None) -> Mocks:
+def stack() -> Mocks:
     return run_program(_nothing)
 
 
@@ -163,7 +175,7 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
 # --- the harness itself ---------------------------------------------------------------------------
 
 
-def test_a_failing_check_fails(fresh_loop: None) -> None:
+def test_a_failing_check_fails() -> None:
     """A wrong expectation, run through the same helper, must fail: the harness is not vacuous."""
 
     def wrong(d: Deployment, m: Mocks) -> None:
@@ -174,7 +186,7 @@ def test_a_failing_check_fails(fresh_loop: None) -> None:
         run_program(wrong)
 
 
-def test_checks_run_after_every_resource_registered(fresh_loop: None) -> None:
+def test_checks_run_after_every_resource_registered() -> None:
     seen: list[int] = []
 
     def count(d: Deployment, m: Mocks) -> None:
@@ -185,7 +197,7 @@ def test_checks_run_after_every_resource_registered(fresh_loop: None) -> None:
     assert seen == [len(mocks.registered)], "the check must run once, with every resource registered"
 
 
-def test_each_run_gets_fresh_mocks(fresh_loop: None) -> None:
+def test_each_run_gets_fresh_mocks() -> None:
     first = run_program(_nothing)
     second = run_program(_nothing)
     assert first is not second
@@ -287,7 +299,7 @@ def test_migrate_job_runs_db_upgrade_with_only_the_database_url(stack: Mocks) ->
     assert [e["name"] for e in c["envs"]] == ["ITEMFLOW_DATABASE_URL"]
 
 
-def test_worker_count_and_api_scaling_come_from_config(fresh_loop: None) -> None:
+def test_worker_count_and_api_scaling_come_from_config() -> None:
     mocks = run_program(_nothing, {"itemflow:workerInstances": "3", "itemflow:apiMinInstances": "2",
                                    "itemflow:apiMaxInstances": "7"})
     (pool,) = mocks.of_type("gcp:cloudrunv2/workerPool:WorkerPool")
@@ -319,7 +331,7 @@ def test_one_account_per_workload(stack: Mocks) -> None:
     assert stack.named(SERVICE, "api").inputs["template"]["serviceAccount"].startswith("itemflow-api@")
 
 
-def test_secret_values_come_from_config_and_stay_secret(fresh_loop: None) -> None:
+def test_secret_values_come_from_config_and_stay_secret() -> None:
     def check(d: Deployment, m: Mocks) -> None:
         written = m.of_type("gcp:secretmanager/secretVersion:SecretVersion")
         versions = {r.name: secret_value(r.inputs["secretData"]) for r in written}
@@ -365,14 +377,14 @@ def test_deletion_protection_is_explicit_and_on_by_default(stack: Mocks) -> None
     assert db.inputs["settings"]["deletionProtectionEnabled"] is True
 
 
-def test_deletion_protection_can_be_turned_off_explicitly(fresh_loop: None) -> None:
+def test_deletion_protection_can_be_turned_off_explicitly() -> None:
     mocks = run_program(_nothing, {"itemflow:deletionProtection": "false"})
     for r in (r for r in mocks.registered if r.typ in PROTECTED):
         # False, not absent: Cloud Run's own default is true.
         assert r.inputs.get("deletionProtection") is False, f"{r.typ} {r.name}"
 
 
-def test_registry_and_default_image(fresh_loop: None) -> None:
+def test_registry_and_default_image() -> None:
     def check(d: Deployment, m: Mocks) -> None:
         (repo,) = m.of_type("gcp:artifactregistry/repository:Repository")
         assert (repo.inputs["format"], repo.inputs["location"]) == ("DOCKER", REGION)
