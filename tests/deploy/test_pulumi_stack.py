@@ -394,3 +394,25 @@ def test_registry_and_default_image() -> None:
     assert api_image == f"{REGION}-docker.pkg.dev/{PROJECT}/itemflow/itemflow:latest"
     images = {container(s)["image"] for s in mocks.of_type(SERVICE)}
     assert images == {api_image}
+
+
+def test_pulumi_yaml_defaults_match_the_program() -> None:
+    """Pulumi.yaml documents the defaults; the program must apply the same ones."""
+    import re
+    from dataclasses import fields
+
+    import yaml
+    from itemflow_deploy.stack import StackConfig
+
+    declared = yaml.safe_load((DEPLOY / "Pulumi.yaml").read_text())["config"]
+    defaults = {f.name: f.default for f in fields(StackConfig)}
+    checked = 0
+    for key, spec in declared.items():
+        assert ":" not in key, f"{key}: declare only this project's keys"
+        if "default" in spec:
+            field_name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+            assert defaults[field_name] == spec["default"], key
+            checked += 1
+        else:
+            assert key in {"secretKey", "runnerToken", "dbPassword"}, f"{key} would be required"
+    assert checked >= 5
