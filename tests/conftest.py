@@ -77,7 +77,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "postgres":
         return request.getfixturevalue("pg_database")
-    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'itemflow.db'}"
+    url = f"sqlite:///{tmp_path / 'data' / 'itemflow.db'}"
     migrate.upgrade(url)
     return url
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'itemflow.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'itemflow.db').resolve()}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,11 +14,14 @@ from itemflow.schemas import MAX_ID
 from itemflow.settings import Settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_settings(request: Request) -> Settings:
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -38,7 +41,7 @@ ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PageParams:

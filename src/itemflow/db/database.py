@@ -8,32 +8,40 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+from itemflow.db.inline import InlineSession
 
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_ms: int = 5000) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        self._write_gate: asyncio.Lock | None = None
+        self._reader: Connection | None = None
         if self.is_sqlite:
+            # The embedded database runs inline on the event loop thread (see db/inline.py).
+            self.url = self.url.set(drivername="sqlite+pysqlite")
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["pool_size"] = pool_size
+            # Every unit of work ends in COMMIT or ROLLBACK itself: skip the pool's reset.
+            self.sync_engine = create_engine(self.url, pool_size=pool_size, pool_reset_on_return=None)
+            _configure_sqlite(self.sync_engine, busy_timeout_ms)
+            self._inline_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
+            self._inline_write_sessions = sessionmaker(
+                self.sync_engine.execution_options(sqlite_immediate=True), expire_on_commit=False
+            )
+            # SQLite has one writer at a time: queue writers of this process here, fairly,
+            # instead of letting them spin on SQLITE_BUSY (which stalled the tutorial's app).
+            self._write_gate = asyncio.Lock()
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
-        self.engine = create_async_engine(self.url, **kwargs)
-        if self.is_sqlite:
-            _configure_sqlite(self.engine.sync_engine, busy_timeout_ms)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = async_sessionmaker(
-            self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
-        )
-        # SQLite has one writer at a time: queue writers of this process here, fairly,
-        # instead of letting them spin on SQLITE_BUSY (which stalled the tutorial's app).
-        self._write_gate = asyncio.Lock() if self.is_sqlite else None
+            self.engine = create_async_engine(
+                self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
+            )
+            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
         self._runs_queued_listeners: list[Callable[[], None]] = []
 
@@ -44,24 +52,56 @@ class Database:
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block succeeds, rolls back when it raises."""
-        factory = self._write_sessions if write else self._sessions
         async with AsyncExitStack() as stack:
-            if write and self._write_gate is not None:
-                await stack.enter_async_context(self._write_gate)
-            session = await stack.enter_async_context(factory())
-            async with session.begin():
-                yield session
+            if self.is_sqlite:
+                if write:
+                    assert self._write_gate is not None
+                    await stack.enter_async_context(self._write_gate)
+                factory = self._inline_write_sessions if write else self._inline_sessions
+                sync_session = stack.enter_context(factory())
+                with sync_session.begin():
+                    session: Any = InlineSession(sync_session)
+                    yield session
+            else:
+                session = await stack.enter_async_context(self._sessions())
+                async with session.begin():
+                    yield session
             queued = session.info.pop("runs_queued", False)
         if queued:
             for listener in self._runs_queued_listeners:
                 listener()
 
+    async def fetch_one(self, statement: Any, params: dict[str, Any]) -> Any:
+        """One read statement outside a unit of work (for the hottest reads): its row mapping.
+
+        On SQLite it runs on a connection kept open for the purpose (no session, no BEGIN);
+        a unit of work per read cost five times the read.
+        """
+        if self.is_sqlite:
+            if self._reader is None:
+                self._reader = self.sync_engine.connect()
+            row = self._reader.execute(statement, params).mappings().first()
+            self._reader.commit()  # no transaction is open on the driver; end SQLAlchemy's
+            return row
+        async with self.engine.connect() as conn:
+            return (await conn.execute(statement, params)).mappings().first()
+
     async def ping(self) -> None:
+        if self.is_sqlite:
+            with self.sync_engine.connect() as sync_conn:
+                sync_conn.execute(text("SELECT 1"))
+            return
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        if self.is_sqlite:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self.sync_engine.dispose()
+        else:
+            await self.engine.dispose()
 
 
 def _configure_sqlite(sync_engine: Any, busy_timeout_ms: int) -> None:
@@ -78,7 +118,9 @@ def _configure_sqlite(sync_engine: Any, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout rather
-        # than failing when it upgrades from a read lock.
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Writers: IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout
+        # rather than failing when it upgrades from a read lock. Readers open no transaction:
+        # in WAL mode each statement reads a consistent snapshot, and read units of work are
+        # one statement (a BEGIN/COMMIT pair cost more than the read itself).
+        if conn.get_execution_options().get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

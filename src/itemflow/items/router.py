@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from itemflow.api.deps import ItemId, Pagination, ReadSession, WriteSession
+from itemflow.api.deps import DatabaseDep, ItemId, Pagination, ReadSession, WriteSession
 from itemflow.api.problems import COMMON_ERRORS, problem_responses
 from itemflow.automations import service as automations
 from itemflow.automations.schemas import AutomationRead
@@ -44,8 +44,8 @@ async def list_items(
 
 
 @router.get("/{item_id}", responses=with_404)
-async def get_item(item_id: ItemId, session: ReadSession) -> ItemRead:
-    return await service.get_item(session, item_id)
+async def get_item(item_id: ItemId, database: DatabaseDep) -> ItemRead:
+    return await service.read_item(database, item_id)
 
 
 async def _update(item_id: int, data: ItemUpdate, session: WriteSession, response: Response) -> ItemRead:

@@ -17,7 +17,7 @@ router = APIRouter(tags=["runs"], responses=problem_responses(*COMMON_ERRORS))
 OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
-def get_run_events(request: Request) -> RunEvents:
+async def get_run_events(request: Request) -> RunEvents:
     return request.app.state.run_events
 
 
