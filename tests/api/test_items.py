@@ -148,3 +148,14 @@ def test_item_automations_lists_only_attached(client):
     page = client.get(f"/items/{item['id']}/automations").json()
     assert [a["id"] for a in page["data"]] == [own["id"]]
     assert client.get("/items/424242/automations").status_code == 404
+
+
+def test_text_no_database_can_store_is_refused_alike(client):
+    json_header = {"content-type": "application/json"}
+    for raw in (rb'{"name": "a\u0000b"}', rb'{"name": "ok", "description": "\ud800"}'):
+        r = client.post("/items", content=raw, headers=json_header)
+        assert r.status_code == 422, r.text
+    assert client.get("/items", params={"q": "x\x00"}).status_code == 422
+    r = client.post("/automations", content=rb'{"code": "x = \"\udbcb\""}', headers=json_header)
+    assert r.status_code == 422, r.text
+    assert client.get("/items").json()["data"] == []

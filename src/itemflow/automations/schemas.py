@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from itemflow.schemas import Id, InputSchema, OutputSchema
+from itemflow.schemas import Id, InputSchema, OutputSchema, Text
 
 ItemEvent = Literal["item.created", "item.updated", "item.deleted"]
 MAX_CODE_BYTES = 64 * 1024
@@ -29,9 +29,9 @@ def _unique(events: list[ItemEvent]) -> list[ItemEvent]:
     return list(dict.fromkeys(events))
 
 
-Code = Annotated[str, Field(min_length=1, max_length=MAX_CODE_BYTES), AfterValidator(_compiles)]
+Code = Annotated[Text, Field(min_length=1, max_length=MAX_CODE_BYTES), AfterValidator(_compiles)]
 Events = Annotated[list[ItemEvent], Field(min_length=1, max_length=3), AfterValidator(_unique)]
-AutomationName = Annotated[str, Field(min_length=1, max_length=200)]
+AutomationName = Annotated[Text, Field(min_length=1, max_length=200)]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=60)]
 MemoryMB = Annotated[int, Field(ge=32, le=1024)]
 

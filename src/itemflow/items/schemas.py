@@ -5,10 +5,10 @@ from typing import Annotated
 
 from pydantic import Field
 
-from itemflow.schemas import InputSchema, OutputSchema
+from itemflow.schemas import InputSchema, OutputSchema, Text
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Description = Annotated[str, Field(max_length=10_000)]
+Name = Annotated[Text, Field(min_length=1, max_length=200)]
+Description = Annotated[Text, Field(max_length=10_000)]
 
 
 class ItemCreate(InputSchema):
