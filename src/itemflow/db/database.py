@@ -16,12 +16,17 @@ from sqlalchemy.orm import sessionmaker
 from itemflow.db.inline import InlineSession
 
 
+CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_ms: int = 5000) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._write_gate: asyncio.Lock | None = None
         self._reader: Connection | None = None
+        self._writes_since_checkpoint = 0
+        self._checkpoint_running = False
         if self.is_sqlite:
             # The embedded database runs inline on the event loop thread (see db/inline.py).
             self.url = self.url.set(drivername="sqlite+pysqlite")
@@ -67,9 +72,26 @@ class Database:
                 async with session.begin():
                     yield session
             queued = session.info.pop("runs_queued", False)
+        if write and self.is_sqlite:
+            self._after_sqlite_write()
         if queued:
             for listener in self._runs_queued_listeners:
                 listener()
+
+    def _after_sqlite_write(self) -> None:
+        # Checkpoint the WAL now and then in a thread: its fsync must not stall the event
+        # loop, which is where the embedded database's writes run (autocheckpoint is off).
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint < CHECKPOINT_EVERY or self._checkpoint_running:
+            return
+        self._writes_since_checkpoint = 0
+        self._checkpoint_running = True
+        future = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+        future.add_done_callback(lambda _: setattr(self, "_checkpoint_running", False))
+
+    def _checkpoint(self) -> None:
+        with self.sync_engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def fetch_one(self, statement: Any, params: dict[str, Any]) -> Any:
         """One read statement outside a unit of work (for the hottest reads): its row mapping.
@@ -114,6 +136,7 @@ def _configure_sqlite(sync_engine: Any, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")  # Database._checkpoint does it, off the loop
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
