@@ -260,6 +260,7 @@ def build(cfg: StackConfig) -> Deployment:
         env("ITEMFLOW_ENVIRONMENT", "production"),
         env("ITEMFLOW_EMBEDDED_WORKER", "false"),
         env("ITEMFLOW_SANDBOX_URL", runner.uri),
+        env("ITEMFLOW_SANDBOX_GOOGLE_ID_TOKEN", "true"),  # Cloud Run IAM on the private runner
         env("ITEMFLOW_LOG_LEVEL", cfg.log_level),
         secret_env("ITEMFLOW_SECRET_KEY", "secret-key"),
         secret_env("ITEMFLOW_RUNNER_TOKEN", "runner-token"),

@@ -23,7 +23,7 @@ def build_database(settings: Settings) -> Database:
 def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sandbox_url:
         token = settings.runner_token.get_secret_value() if settings.runner_token else ""
-        return RemoteSandbox(settings.sandbox_url, token)
+        return RemoteSandbox(settings.sandbox_url, token, google_id_token=settings.sandbox_google_id_token)
     return LocalSandbox(pool_size=settings.sandbox_pool_size or os.cpu_count() or 1,
                         python=settings.sandbox_python)
 

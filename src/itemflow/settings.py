@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,11 +26,48 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr | None = None
     redis_url: str | None = None
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxy addresses/networks whose X-Forwarded-For is believed (JSON list).",
+    )
+
+    # Access control (see itemflow.auth).
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    bootstrap_admin: bool = Field(
+        default=True, description="On start, if no admin credential exists, create an admin "
+        "API key and print it once on stderr.",
+    )
+    # Rate limits, per principal (else per client address), in the `limits` notation.
+    rate_limit_reads: str = "1200/minute"
+    rate_limit_writes: str = "300/minute"
+    rate_limit_automation_writes: str = "60/minute"
+    rate_limit_runs: str = "60/minute"
+    rate_limit_token: str = Field(default="10/minute", description="POST /auth/token, per address.")
+    rate_limit_fail_open: bool = Field(
+        default=True, description="If Redis is unreachable: serve without limits (true) or "
+        "answer 503 (false).",
+    )
+    rate_limit_redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    rate_limit_redis_prefix: str = Field(default="itemflow-rl", min_length=1, max_length=100)
+
+    @field_validator("rate_limit_reads", "rate_limit_writes", "rate_limit_automation_writes",
+                     "rate_limit_runs", "rate_limit_token")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '100/minute': {value!r}") from exc
+        return value
 
     embedded_worker: bool = True
     sandbox_url: str | None = None
     runner_token: SecretStr | None = None
+    sandbox_google_id_token: bool = Field(
+        default=False, description="Send a Google ID token to the code-runner (Cloud Run IAM)."
+    )
     sandbox_pool_size: int | None = Field(default=None, ge=1)
     sandbox_python: str | None = Field(
         default=None, description="System interpreter inside the sandbox; default Debian's python3."

@@ -206,8 +206,10 @@ class Worker:
                 await service.release(session, run.id, self.worker_id)
             raise
         except SandboxUnavailable as exc:
-            # The host cannot sandbox at all: retrying cannot help until an operator acts.
-            outcome = {"status": "failed", "error": f"sandbox unavailable: {exc}"}
+            if exc.transient:  # e.g. the code-runner is unreachable for now: try again later
+                outcome, error = None, f"sandbox unavailable: {exc}"
+            else:  # the host cannot sandbox at all: retrying cannot help until an operator acts
+                outcome = {"status": "failed", "error": f"sandbox unavailable: {exc}"}
         except Exception as exc:  # a transient fault of the runner, not of the user's code
             log.warning("run %s attempt %s: sandbox error: %r", run.id, run.attempt, exc)
             outcome, error = None, f"sandbox error: {type(exc).__name__}: {exc}"

@@ -62,7 +62,15 @@ class SandboxResult:
 
 
 class SandboxUnavailable(Exception):
-    """The sandbox cannot run code on this host; the message says exactly why."""
+    """The sandbox cannot run code on this host; the message says exactly why.
+
+    `transient` marks a fault that may pass by itself (a code-runner that cannot be reached
+    right now): the worker retries those, and fails the run at once for the others.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @runtime_checkable
