@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from itemflow.api.app import create_app
 from itemflow.db import migrate
 from itemflow.settings import Settings
+from tests.credentials import bearer, make_key
 
 PG_ADMIN_URL = os.environ.get("ITEMFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _counter = itertools.count()
@@ -89,10 +90,30 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         secret_key="test-secret-key-not-for-production",
+        bootstrap_admin=False,  # tests make their keys (tests/credentials.py); nothing printed
+        # Suites other than tests/auth must not meet the rate limits (those tests set their own).
+        rate_limit_reads="100000/minute",
+        rate_limit_writes="100000/minute",
+        rate_limit_automation_writes="100000/minute",
+        rate_limit_runs="100000/minute",
     )
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def admin_key(settings: Settings) -> str:
+    """An API key with the `admin` scope (implies all) in the test's database."""
+    return make_key(settings, ["admin"], name="test admin").key
+
+
+@pytest.fixture
+def client(settings: Settings, admin_key: str) -> Iterator[TestClient]:
+    """The API in-process, sending an admin credential on every request."""
+    with TestClient(create_app(settings), headers=bearer(admin_key)) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous_client(settings: Settings) -> Iterator[TestClient]:
+    """The API in-process, sending no credentials."""
     with TestClient(create_app(settings)) as c:
         yield c

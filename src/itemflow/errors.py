@@ -52,3 +52,17 @@ class Forbidden(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     title = "Service unavailable"
+
+
+class RateLimited(DomainError):
+    status_code = 429
+    title = "Too many requests"
+
+
+class OAuthError(DomainError):
+    """An OAuth 2.0 token endpoint error, answered as RFC 6749 section 5.2 says (not problem+json)."""
+
+    def __init__(self, error: str, detail: str, *, status_code: int = 400, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.error = error
+        self.status_code = status_code

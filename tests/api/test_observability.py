@@ -43,7 +43,9 @@ def test_metrics_expose_requests_runs_and_queue(client):
 def test_logs_are_json_with_request_and_run_ids_and_no_automation_output(tmp_path):
     port = free_port()
     env = {**os.environ, "ITEMFLOW_DATA_DIR": str(tmp_path), "ITEMFLOW_LOG_LEVEL": "info",
-           "ITEMFLOW_SECRET_KEY": "log-test-secret-value"}
+           "ITEMFLOW_SECRET_KEY": "log-test-secret-value",
+           # The first-start admin key banner is console text, not a JSON log line.
+           "ITEMFLOW_BOOTSTRAP_ADMIN": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "itemflow", "serve", "--port", str(port)],
                             env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

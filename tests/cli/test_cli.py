@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from itemflow.api.app import create_app
 from itemflow.cli import common
 from itemflow.cli.main import app
+from tests.credentials import bearer
 
 
 @pytest.fixture
@@ -28,11 +29,11 @@ def cli(settings, monkeypatch):
     common.settings.cache_clear()
 
 
-def test_item_lifecycle_matches_the_api(cli, settings):
+def test_item_lifecycle_matches_the_api(cli, settings, admin_key):
     r = cli("items", "create", "--name", "lamp", "--description", "desk", "--json")
     assert r.exit_code == 0, r.output
     created = json.loads(r.stdout)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(admin_key)) as client:
         assert client.get(f"/items/{created['id']}").json() == created
         api_page = client.get("/items").json()
     r = cli("items", "list", "--json")

@@ -135,13 +135,14 @@ def test_run_filters(client):
     assert client.get("/runs/999999").status_code == 404
 
 
-def test_without_a_sandbox_the_api_serves_and_runs_fail_with_the_reason(settings):
+def test_without_a_sandbox_the_api_serves_and_runs_fail_with_the_reason(settings, admin_key):
     from fastapi.testclient import TestClient
 
     from itemflow.api.app import create_app
+    from tests.credentials import bearer
 
     broken = settings.model_copy(update={"sandbox_python": "/nonexistent/python3"})
-    with TestClient(create_app(broken)) as client:
+    with TestClient(create_app(broken), headers=bearer(admin_key)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "sandbox unavailable" in ready.json()["detail"]
@@ -153,3 +154,20 @@ def test_without_a_sandbox_the_api_serves_and_runs_fail_with_the_reason(settings
         assert run["status"] == "failed", run
         assert "sandbox unavailable" in run["error"] and "/nonexistent/python3" in run["error"]
         assert run["stdout"] == ""
+
+
+def test_unreachable_code_runner_is_retried_then_dead_with_the_reason(settings, admin_key):
+    from fastapi.testclient import TestClient
+
+    from itemflow.api.app import create_app
+    from tests.credentials import bearer
+    from tests.servers import free_port
+
+    remote = settings.model_copy(update={"sandbox_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 2})
+    with TestClient(create_app(remote), headers=bearer(admin_key)) as client:
+        a = automation(client, "print('never runs')")
+        run = client.post(f"/automations/{a['id']}/run").json()
+        final = finished_run(client, run["id"], timeout=30)
+        assert final["status"] == "dead", final
+        assert final["attempt"] == 2
+        assert "unreachable" in final["error"]

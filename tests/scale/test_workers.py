@@ -20,11 +20,17 @@ import httpx
 import psycopg
 import pytest
 
+from itemflow.settings import Settings
 from tests.conftest import clone_pg_database, drop_pg_database
+from tests.credentials import bearer, make_key
 from tests.servers import free_port
 
 ITEMFLOW = [sys.executable, "-m", "itemflow"]
 FINISHED = ("succeeded", "failed", "timed_out", "dead")
+
+
+def _auth(env: dict[str, str]) -> dict[str, str]:
+    return bearer(env["ITEMFLOW_TEST_ADMIN_KEY"])
 
 
 def libpq(url: str) -> str:
@@ -44,7 +50,11 @@ def cluster_env(pg_template: str, tmp_path: Path) -> Iterator[dict[str, str]]:
         "ITEMFLOW_WORKER_POLL_SECONDS": "0.5",
         "ITEMFLOW_SANDBOX_POOL_SIZE": "2",
         "ITEMFLOW_LOG_LEVEL": "warning",
+        "ITEMFLOW_BOOTSTRAP_ADMIN": "false",
     }
+    settings = Settings(_env_file=None, database_url=url, data_dir=tmp_path,  # type: ignore[call-arg]
+                        secret_key="scale-test-secret")
+    env["ITEMFLOW_TEST_ADMIN_KEY"] = make_key(settings, ["admin"]).key  # read by the tests only
     yield env
     drop_pg_database(url)
 
@@ -102,13 +112,13 @@ def all_finished(env: dict[str, str]) -> bool:
 
 def test_burst_runs_exactly_once_per_automation_and_event(cluster_env):
     with processes(cluster_env, apis=2, workers=3) as (urls, _):
-        first = httpx.Client(base_url=urls[0])
+        first = httpx.Client(base_url=urls[0], headers=_auth(cluster_env))
         for code in ("print(event['item']['name'])", "result = event['run_id']"):
             assert first.post("/automations", json={"code": code}).status_code == 201
         items = [first.post("/items", json={"name": f"i{i}"}).json()["id"] for i in range(10)]
 
         def patch(n: int) -> list[int]:
-            with httpx.Client(base_url=urls[n % 2]) as c:
+            with httpx.Client(base_url=urls[n % 2], headers=_auth(cluster_env)) as c:
                 r = c.patch(f"/items/{items[n % 10]}", json={"name": f"v{n}"})
                 assert r.status_code == 200, r.text
                 return [int(x) for x in r.headers["itemflow-run-ids"].split(",")]
@@ -127,7 +137,7 @@ def test_burst_runs_exactly_once_per_automation_and_event(cluster_env):
 
 def test_killed_worker_run_is_finished_by_another_after_lease_expiry(cluster_env):
     with processes(cluster_env, apis=1, workers=2) as (urls, workers):
-        api = httpx.Client(base_url=urls[0])
+        api = httpx.Client(base_url=urls[0], headers=_auth(cluster_env))
         a = api.post("/automations", json={"code": "import time\ntime.sleep(2)\nresult = 'done'",
                                            "timeout_seconds": 20}).json()
         run = api.post(f"/automations/{a['id']}/run").json()
@@ -156,7 +166,7 @@ def _pg_up() -> bool:
                     reason="needs the machine's own PostgreSQL cluster to restart")
 def test_postgres_restart_gives_503_then_recovers_without_losing_runs(cluster_env):
     with processes(cluster_env, apis=1, workers=2) as (urls, _):
-        api = httpx.Client(base_url=urls[0], timeout=10)
+        api = httpx.Client(base_url=urls[0], timeout=10, headers=_auth(cluster_env))
         assert api.post("/automations", json={"code": "result = event['item']['name']"}).status_code == 201
         item = api.post("/items", json={"name": "before"}).json()
         first = api.patch(f"/items/{item['id']}", json={"name": "a"})

@@ -14,6 +14,9 @@ from itemflow import runtime
 from itemflow.api import health
 from itemflow.api.middleware import BodySizeLimit
 from itemflow.api.problems import Problem, install_problem_handlers
+from itemflow.auth.deps import AuthRuntime, bootstrap_admin
+from itemflow.auth.ratelimit import RateLimiter
+from itemflow.auth.router import router as auth_router
 from itemflow.automations.router import router as automations_router
 from itemflow.db import migrate
 from itemflow.items.router import router as items_router
@@ -40,6 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # explicitly (`itemflow db upgrade`) before replicas roll out.
             await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
         app.state.database = database
+        app.state.auth = AuthRuntime(settings, lambda: app.state.database)
+        app.state.rate_limiter = RateLimiter(settings)
+        if settings.bootstrap_admin:
+            await bootstrap_admin(database, app.state.auth)
         app.state.run_events = RunEvents()
         app.state.sandbox = None
         worker = None
@@ -56,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await worker.stop()
             if app.state.sandbox is not None:
                 await app.state.sandbox.close()
+            await app.state.auth.drain()
+            await app.state.rate_limiter.close()
             await database.dispose()
 
     app = FastAPIOffline(
@@ -74,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(automations_router)
     app.include_router(runs_router)
     app.include_router(metrics_router)
+    app.include_router(auth_router)
     _register_problem_schema(app)
     return app
 

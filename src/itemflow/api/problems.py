@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from itemflow.errors import DomainError, Invalid
+from itemflow.errors import DomainError, Invalid, OAuthError
 
 log = logging.getLogger("itemflow.api")
 
@@ -60,6 +60,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # Every route can meet these: malformed or oversized bodies, bad input, a database that is down.
 COMMON_ERRORS = (400, 413, 422, 503)
+# Every route that needs credentials: missing/invalid ones, a missing scope, a rate limit.
+AUTH_ERRORS = (401, 403, 429)
 
 
 def problem(
@@ -70,6 +72,9 @@ def problem(
                             "detail": detail}
     if request is not None:
         body["instance"] = request.url.path
+        # A rate-limited route reports its limit on errors too (set by auth.deps.rate_limit).
+        if limit_headers := getattr(request.state, "rate_limit_headers", None):
+            headers = {**limit_headers, **(headers or {})}
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -79,10 +84,17 @@ def _loc(loc: tuple[Any, ...]) -> list[str | int]:
 
 
 async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    if isinstance(exc, OAuthError):  # the token endpoint speaks RFC 6749, section 5.2
+        return JSONResponse({"error": exc.error, "error_description": exc.detail},
+                            status_code=exc.status_code,
+                            headers={**getattr(request.state, "rate_limit_headers", {}),
+                                     "Cache-Control": "no-store", **exc.extra.get("headers", {})})
     errors = None
     if isinstance(exc, Invalid) and exc.field:
         errors = [{"loc": [exc.location, exc.field], "msg": exc.detail, "type": "invalid"}]
     headers = exc.extra.get("headers")
+    if exc.status_code == 401 and not (headers and "WWW-Authenticate" in headers):
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return problem(exc.status_code, exc.title, exc.detail, request, headers=headers,
                    errors=errors)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from itemflow.auth import cli as auth_cli
 from itemflow.cli import automations, execution, items, runs
 from itemflow.cli.common import fail, settings
 from itemflow.db import migrate
@@ -23,6 +24,8 @@ app.add_typer(items.app, name="items")
 app.add_typer(automations.app, name="automations")
 app.add_typer(runs.app, name="runs")
 app.add_typer(execution.sandbox_app, name="sandbox")
+app.add_typer(auth_cli.keys_app, name="keys")
+app.add_typer(auth_cli.users_app, name="users")
 app.command()(execution.worker)
 app.command()(execution.runner)
 app.command()(execution.doctor)

@@ -5,14 +5,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from itemflow.api.deps import DatabaseDep, ItemId, Pagination, ReadSession, WriteSession
-from itemflow.api.problems import COMMON_ERRORS, problem_responses
+from itemflow.api.problems import AUTH_ERRORS, COMMON_ERRORS, problem_responses
+from itemflow.auth.deps import access
 from itemflow.automations import service as automations
 from itemflow.automations.schemas import AutomationRead
 from itemflow.items import service
 from itemflow.items.schemas import ItemChange, ItemCreate, ItemRead, ItemUpdate
 from itemflow.pagination import Page
+from itemflow.schemas import Text
 
-router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(*COMMON_ERRORS))
+router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(*COMMON_ERRORS, *AUTH_ERRORS))
 with_404 = problem_responses(404)
 RUN_IDS_HEADER = "Itemflow-Run-Ids"
 _run_ids_doc = {RUN_IDS_HEADER: {"description": "Ids of the runs this change queued, comma-separated.",
@@ -24,7 +26,7 @@ def _report(change: ItemChange, response: Response) -> None:
         response.headers[RUN_IDS_HEADER] = ",".join(map(str, change.run_ids))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ItemRead,
+@router.post("", dependencies=access("items:write"), status_code=status.HTTP_201_CREATED, response_model=ItemRead,
              responses={201: {"headers": {"Location": {"schema": {"type": "string"}},
                                           **_run_ids_doc}}})
 async def create_item(data: ItemCreate, session: WriteSession, response: Response) -> ItemRead:
@@ -35,15 +37,15 @@ async def create_item(data: ItemCreate, session: WriteSession, response: Respons
     return change.item
 
 
-@router.get("")
+@router.get("", dependencies=access("items:read"))
 async def list_items(
     session: ReadSession, page: Pagination,
-    q: Annotated[str | None, Query(max_length=200, description="Search name and description.")] = None,
+    q: Annotated[Text | None, Query(max_length=200, description="Search name and description.")] = None,
 ) -> Page[ItemRead]:
     return await service.list_items(session, page, q)
 
 
-@router.get("/{item_id}", responses=with_404)
+@router.get("/{item_id}", dependencies=access("items:read"), responses=with_404)
 async def get_item(item_id: ItemId, database: DatabaseDep) -> ItemRead:
     return await service.read_item(database, item_id)
 
@@ -58,19 +60,20 @@ async def _update(item_id: int, data: ItemUpdate, session: WriteSession, respons
 update_doc = {**with_404, 200: {"headers": _run_ids_doc}}
 
 
-@router.put("/{item_id}", responses=update_doc, summary="Update an item (partial, like PATCH)")
+@router.put("/{item_id}", dependencies=access("items:write"), responses=update_doc,
+            summary="Update an item (partial, like PATCH)")
 async def put_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
                    response: Response) -> ItemRead:
     return await _update(item_id, data, session, response)
 
 
-@router.patch("/{item_id}", responses=update_doc, summary="Update an item")
+@router.patch("/{item_id}", dependencies=access("items:write"), responses=update_doc, summary="Update an item")
 async def patch_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
                      response: Response) -> ItemRead:
     return await _update(item_id, data, session, response)
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT,
+@router.delete("/{item_id}", dependencies=access("items:write"), status_code=status.HTTP_204_NO_CONTENT,
                responses={**with_404, 204: {"headers": _run_ids_doc}})
 async def delete_item(item_id: ItemId, session: WriteSession) -> Response:
     change = await service.delete_item(session, item_id)
@@ -79,7 +82,7 @@ async def delete_item(item_id: ItemId, session: WriteSession) -> Response:
     return response
 
 
-@router.get("/{item_id}/automations", responses=with_404,
+@router.get("/{item_id}/automations", dependencies=access("automations:read"), responses=with_404,
             summary="The automations attached to this item (not the global ones)")
 async def list_item_automations(item_id: ItemId, session: ReadSession,
                                 page: Pagination) -> Page[AutomationRead]:

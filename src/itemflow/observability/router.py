@@ -5,12 +5,14 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from itemflow.api.deps import ReadSession
+from itemflow.api.problems import AUTH_ERRORS, problem_responses
+from itemflow.auth.deps import access
 from itemflow.observability import metrics
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(tags=["observability"], responses=problem_responses(*AUTH_ERRORS))
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+@router.get("/metrics", dependencies=access("metrics"), summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def get_metrics(session: ReadSession) -> Response:
     return Response(await metrics.render(session), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from itemflow.api.deps import AutomationId, ItemId, Pagination, ReadSession, RunId, get_database
-from itemflow.api.problems import COMMON_ERRORS, problem_responses
+from itemflow.api.problems import AUTH_ERRORS, COMMON_ERRORS, problem_responses
+from itemflow.auth.deps import access
 from itemflow.db import Database
 from itemflow.pagination import Page
 from itemflow.runs import service, waiting
@@ -13,7 +14,7 @@ from itemflow.runs.schemas import ManualRun, RunFilters, RunRead, RunStatus
 from itemflow.runs.worker import RunEvents
 from itemflow.schemas import MAX_ID
 
-router = APIRouter(tags=["runs"], responses=problem_responses(*COMMON_ERRORS))
+router = APIRouter(tags=["runs"], responses=problem_responses(*COMMON_ERRORS, *AUTH_ERRORS))
 OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
@@ -21,7 +22,7 @@ async def get_run_events(request: Request) -> RunEvents:
     return request.app.state.run_events
 
 
-@router.get("/runs", summary="Run history, newest last")
+@router.get("/runs", dependencies=access("runs:read"), summary="Run history, newest last")
 async def list_runs(
     session: ReadSession, page: Pagination,
     status: RunStatus | None = None, automation_id: OptionalId = None, item_id: OptionalId = None,
@@ -30,24 +31,26 @@ async def list_runs(
     return await service.list_runs(session, page, filters)
 
 
-@router.get("/runs/{run_id}", responses=problem_responses(404))
+@router.get("/runs/{run_id}", dependencies=access("runs:read"), responses=problem_responses(404))
 async def get_run(run_id: RunId, session: ReadSession) -> RunRead:
     return await service.get_run(session, run_id)
 
 
-@router.get("/automations/{automation_id}/runs", summary="Runs of one automation (kept after it is deleted)")
+@router.get("/automations/{automation_id}/runs", dependencies=access("runs:read"),
+            summary="Runs of one automation (kept after it is deleted)")
 async def list_automation_runs(automation_id: AutomationId, session: ReadSession,
                                page: Pagination) -> Page[RunRead]:
     return await service.list_runs(session, page, RunFilters(automation_id=automation_id))
 
 
-@router.get("/items/{item_id}/runs", summary="Runs about one item (kept after it is deleted)")
+@router.get("/items/{item_id}/runs", dependencies=access("runs:read"),
+            summary="Runs about one item (kept after it is deleted)")
 async def list_item_runs(item_id: ItemId, session: ReadSession, page: Pagination) -> Page[RunRead]:
     return await service.list_runs(session, page, RunFilters(item_id=item_id))
 
 
 @router.post(
-    "/automations/{automation_id}/run",
+    "/automations/{automation_id}/run", dependencies=access("runs:write"),
     status_code=status.HTTP_202_ACCEPTED,
     summary="Run an automation now (event `manual`)",
     responses={200: {"model": RunRead, "description": "Finished within `wait`"},

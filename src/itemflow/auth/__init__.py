@@ -1,0 +1,1 @@
+"""Access control: API keys, users, JWT access tokens, scopes and rate limits."""

@@ -1,0 +1,170 @@
+"""FastAPI side of access control: the bearer scheme, scope checks and rate limits.
+
+Every protected route declares `dependencies=access("<scope>")`: authenticate (API key or JWT),
+check the scope, then count the request against its rate limit. The scopes show in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+
+from itemflow.auth import crypto, service
+from itemflow.auth.ratelimit import RateLimiter, client_address
+from itemflow.auth.schemas import Principal
+from itemflow.auth.scopes import SCOPES
+from itemflow.db import Database
+from itemflow.errors import Forbidden
+from itemflow.settings import Settings
+
+log = logging.getLogger("itemflow.auth")
+
+bearer = OAuth2PasswordBearer(
+    tokenUrl="/auth/token", scopes=SCOPES, auto_error=False, scheme_name="Bearer",
+    description="`Authorization: Bearer <token>`, where the token is an API key (`itf_...`, "
+    "from `POST /keys` or `itemflow keys create`) or an access token from `POST /auth/token`.",
+)
+
+
+class AuthRuntime:
+    """What authentication needs at request time; built once per app."""
+
+    def __init__(self, settings: Settings, database_getter: Any) -> None:
+        self.keys = crypto.Keys.derive(settings.resolved_secret_key())
+        self.token_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+        self.usage = service.KeyUsage()
+        self._database = database_getter
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def fetch(self, statement: Any, params: dict[str, Any]) -> Any:
+        database: Database = self._database()
+        fetch_one = getattr(database, "fetch_one", None)
+        if fetch_one is not None:
+            return await fetch_one(statement, params)
+        async with database.session() as session:
+            return (await session.execute(statement, params)).mappings().first()
+
+    def touch_later(self, key_id: int) -> None:
+        """Record last_used_at off the request path, in its own unit of work."""
+        task = asyncio.get_running_loop().create_task(self._touch(key_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch(self, key_id: int) -> None:
+        try:
+            async with self._database().session(write=True) as session:
+                await service.touch_key(session, key_id, datetime.now(UTC))
+        except Exception as exc:  # best effort: a missed last_used_at is not worth a failure
+            log.warning("could not record last_used_at of key %s: %s", key_id, type(exc).__name__)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def authenticate(
+    request: Request, security_scopes: SecurityScopes,
+    token: Annotated[str | None, Depends(bearer)],
+) -> Principal:
+    runtime: AuthRuntime = request.app.state.auth
+    principal, touch = await service.authenticate(runtime.fetch, token, runtime.keys, runtime.usage)
+    for scope in security_scopes.scopes:
+        if not principal.has(scope):
+            raise Forbidden(
+                f"this needs the scope {scope!r}, which the credential does not hold",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
+    if touch is not None:  # a refused request changes nothing, not even last_used_at
+        runtime.touch_later(touch)
+    request.state.principal = principal
+    request.state.required_scopes = security_scopes.scopes
+    return principal
+
+
+def _limit_class(method: str, scopes: list[str]) -> str:
+    if "automations:write" in scopes:
+        return "automation_writes"
+    if "runs:write" in scopes:
+        return "runs"
+    return "reads" if method in ("GET", "HEAD") else "writes"
+
+
+async def rate_limit(request: Request, response: Response) -> None:
+    """Count the request against its class's limit, per principal (set by `authenticate`)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    principal: Principal | None = getattr(request.state, "principal", None)
+    identity = principal.ref if principal is not None else "ip:" + _address(request, limiter)
+    limit_class = _limit_class(request.method, getattr(request.state, "required_scopes", []))
+    headers = await limiter.check(limit_class, identity)
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers
+
+
+async def token_rate_limit(request: Request, response: Response) -> None:
+    """The strict limit on password attempts, per client address."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    headers = await limiter.check("token", "ip:" + _address(request, limiter))
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers
+
+
+def _address(request: Request, limiter: RateLimiter) -> str:
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.getlist("x-forwarded-for") if limiter.trusted_proxies else []
+    return client_address(peer, forwarded, limiter.trusted_proxies)
+
+
+def access(scope: str | None = None) -> list[Any]:
+    """The dependencies of a route that needs `scope` (None: any valid credential):
+    authentication, then its rate limit."""
+    return [Security(authenticate, scopes=[scope] if scope else []), Depends(rate_limit)]
+
+
+async def _current_principal(request: Request) -> Principal:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # a route that forgot `dependencies=access(...)`: refuse, loudly
+        raise RuntimeError("the route reads the principal without declaring access()")
+    return principal
+
+
+# For routes that declared `dependencies=access(...)`: the principal it authenticated.
+CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
+
+
+async def get_auth(request: Request) -> AuthRuntime:
+    return request.app.state.auth
+
+
+def announce_bootstrap_key(key: str) -> None:
+    """Print the first admin key once, on the console (stderr), never through logging."""
+    sys.stderr.write(
+        "\n"
+        "itemflow: no admin credential existed, so an admin API key was created.\n"
+        "It is shown this once and stored only as a hash:\n\n"
+        f"    {key}\n\n"
+        "Keep it in a secret manager. Make narrower keys with `POST /keys` or "
+        "`itemflow keys create`.\n\n"
+    )
+    sys.stderr.flush()
+
+
+async def bootstrap_admin(database: Database, runtime: AuthRuntime) -> None:
+    """First start: if no admin credential exists, create an admin key and show it once."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        async with database.session(write=True) as session:
+            created = await service.bootstrap_admin_key(session, runtime.keys)
+    except DBAPIError as exc:  # not migrated yet, or down: the API still starts (readyz says why)
+        log.warning("could not check for an admin credential: %s", type(exc).__name__)
+        return
+    if created is not None:
+        log.warning("no admin credential existed: created admin API key %s (id %s), shown on "
+                    "the console once", created.prefix, created.id)
+        announce_bootstrap_key(created.key)

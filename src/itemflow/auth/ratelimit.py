@@ -1,0 +1,175 @@
+"""Rate limits on the `limits` library: a fixed window per (class of route, caller).
+
+The caller is the authenticated principal, else the client address. Counters live in memory
+(one process) or in Redis (`ITEMFLOW_REDIS_URL`), where they hold across processes and replicas.
+When Redis cannot be reached, `ITEMFLOW_RATE_LIMIT_FAIL_OPEN` chooses: serve without a limit
+(true, the default) or answer 503 (false).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+
+from itemflow.errors import RateLimited, Unavailable
+from itemflow.settings import Settings
+
+log = logging.getLogger("itemflow.ratelimit")
+
+LimitClass = Literal["reads", "writes", "automation_writes", "runs", "token"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: float  # epoch seconds when the window ends
+
+    def headers(self, now: float) -> dict[str, str]:
+        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(max(0, math.ceil(self.reset - now)))}
+
+
+class _Strategy(FixedWindowRateLimiter):
+    """The library's fixed window, answering the count and the window's end in one round trip
+    in the steady state (the end is learnt once per window and remembered)."""
+
+    def __init__(self, storage: object) -> None:
+        super().__init__(storage)  # type: ignore[arg-type]
+        self._resets: dict[str, float] = {}
+
+    async def hit_with_stats(self, item: RateLimitItem, *identifiers: str) -> Decision:
+        key = item.key_for(*identifiers)
+        expiry = item.get_expiry()
+        count = await self.storage.incr(key, expiry)  # the same call as FixedWindowRateLimiter.hit
+        now = time.time()
+        if count == 1:
+            reset = now + expiry
+            self._remember(key, reset, now)
+        else:
+            reset = self._resets.get(key, 0.0)
+            if reset <= now:
+                reset = await self.storage.get_expiry(key)
+                self._remember(key, reset, now)
+        return Decision(count <= item.amount, item.amount, max(0, item.amount - count), reset)
+
+    def _remember(self, key: str, reset: float, now: float) -> None:
+        if len(self._resets) >= 50_000:
+            self._resets = {k: v for k, v in self._resets.items() if v > now}
+            if len(self._resets) >= 50_000:
+                self._resets.clear()
+        self._resets[key] = reset
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.items: dict[str, RateLimitItem] = {
+            "reads": parse(settings.rate_limit_reads),
+            "writes": parse(settings.rate_limit_writes),
+            "automation_writes": parse(settings.rate_limit_automation_writes),
+            "runs": parse(settings.rate_limit_runs),
+            "token": parse(settings.rate_limit_token),
+        }
+        self.fail_open = settings.rate_limit_fail_open
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        if settings.redis_url:
+            uri = settings.redis_url
+            if not uri.startswith("async+"):
+                uri = "async+" + uri
+            # redis-py's asyncio client (the `coredis` default would need limits[async-redis]);
+            # short timeouts so that a Redis outage costs each request little.
+            self.storage = storage_from_string(
+                uri, implementation="redispy", wrap_exceptions=True, key_prefix=settings.rate_limit_redis_prefix,
+                socket_timeout=settings.rate_limit_redis_timeout_seconds,
+                socket_connect_timeout=settings.rate_limit_redis_timeout_seconds,
+            )
+        else:
+            self.storage = storage_from_string("async+memory://", wrap_exceptions=True)
+        self.strategy = _Strategy(self.storage)
+        self._last_outage_log = 0.0
+
+    async def hit(self, limit_class: str, identity: str) -> Decision | None:
+        """Count one request; None when the storage is down and we fail open."""
+        item = self.items[limit_class]
+        try:
+            return await self.strategy.hit_with_stats(item, limit_class, identity)
+        except (StorageError, OSError, TimeoutError) as exc:
+            self._log_outage(exc)
+            if self.fail_open:
+                return None
+            raise Unavailable("the rate limiter's storage is unavailable; retry later",
+                              headers={"Retry-After": "1"}) from None
+
+    def _log_outage(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            cause = getattr(exc, "storage_error", exc)
+            log.warning("rate limit storage unavailable (%s): failing %s", type(cause).__name__,
+                        "open" if self.fail_open else "closed")
+
+    async def check(self, limit_class: str, identity: str) -> dict[str, str]:
+        """Hit the limit; the X-RateLimit-* headers to send; raises RateLimited when over."""
+        decision = await self.hit(limit_class, identity)
+        if decision is None:
+            return {}
+        now = time.time()
+        headers = decision.headers(now)
+        if not decision.allowed:
+            retry_after = max(1, math.ceil(decision.reset - now))
+            raise RateLimited(
+                f"rate limit of {decision.limit} requests per "
+                f"{_window(self.items[limit_class])} exceeded; retry in {retry_after} s",
+                headers={**headers, "Retry-After": str(retry_after)},
+            )
+        return headers
+
+    async def close(self) -> None:
+        bridge = getattr(self.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+
+
+def _window(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
+
+
+def parse_networks(values: Sequence[str]) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
+
+
+def _trusted(address: str, networks: tuple[IpNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(peer: str | None, forwarded_for: Sequence[str],
+                   trusted: tuple[IpNetwork, ...]) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+    right-most X-Forwarded-For hop that is not a trusted proxy (hops to its left could have
+    been written by anyone)."""
+    peer = peer or "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
