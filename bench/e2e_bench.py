@@ -35,7 +35,10 @@ def free_port() -> int:
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "ITEMFLOW_DATA_DIR": data_dir, "ITEMFLOW_LOG_LEVEL": "warning"}
+    env = {**os.environ, "ITEMFLOW_DATA_DIR": data_dir, "ITEMFLOW_LOG_LEVEL": "warning",
+           "ITEMFLOW_BOOTSTRAP_ADMIN": "false",  # the key comes from `itemflow keys create` below
+           # limits stay on, out of a sequential benchmark's reach
+           "ITEMFLOW_RATE_LIMIT_READS": "100000000/minute", "ITEMFLOW_RATE_LIMIT_WRITES": "100000000/minute"}
     proc = subprocess.Popen([sys.executable, "-m", "itemflow", "serve", "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -62,6 +62,9 @@ class AppSpec:
         env["BASELINE_DB"] = str(data_dir / "baseline.db")
         env["ITEMFLOW_DATA_DIR"] = str(data_dir)
         env["ITEMFLOW_LOG_LEVEL"] = "warning"
+        # The limiter stays on (memory storage), with limits a load test cannot reach: the
+        # defaults (1,200 reads and 300 writes a minute per key) would turn this into 429s.
+        env["ITEMFLOW_RATE_LIMIT_READS"] = env["ITEMFLOW_RATE_LIMIT_WRITES"] = "100000000/minute"
         if ITEMFLOW_SRC is not None:
             # Ahead of the editable install's path: run that copy of the package.
             env["PYTHONPATH"] = str(ITEMFLOW_SRC)
