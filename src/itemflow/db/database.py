@@ -15,7 +15,6 @@ from sqlalchemy.orm import sessionmaker
 
 from itemflow.db.inline import InlineSession
 
-
 CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
 
 
