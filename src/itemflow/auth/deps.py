@@ -44,11 +44,7 @@ class AuthRuntime:
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> Any:
         database: Database = self._database()
-        fetch_one = getattr(database, "fetch_one", None)
-        if fetch_one is not None:
-            return await fetch_one(statement, params)
-        async with database.session() as session:
-            return (await session.execute(statement, params)).mappings().first()
+        return await database.fetch_one(statement, params)
 
     def touch_later(self, key_id: int) -> None:
         """Record last_used_at off the request path, in its own unit of work."""

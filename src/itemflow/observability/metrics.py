@@ -42,11 +42,9 @@ async def render(session: AsyncSession) -> bytes:
     for status in STATUSES:
         runs_by_status.labels(status).set(counts.get(status, 0))
     queue_depth.set(counts.get("queued", 0))
-    oldest = await session.scalar(select(func.min(Run.queued_at)).where(Run.status == "queued"))
-    if oldest is not None and oldest.tzinfo is None:
-        from datetime import UTC
-
-        oldest = oldest.replace(tzinfo=UTC)
+    # func.min() loses the column's type on SQLite: ask for it back, so the value is aware UTC.
+    oldest = await session.scalar(
+        select(func.min(Run.queued_at, type_=Run.queued_at.type)).where(Run.status == "queued"))
     queue_age.set((utcnow() - oldest).total_seconds() if oldest else 0)
     return generate_latest(REGISTRY)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -158,7 +158,3 @@ async def reap_expired(session: AsyncSession, max_attempts: int) -> int:
     if requeued.rowcount:  # type: ignore[attr-defined]
         await announce(session)
     return total
-
-
-def as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
