@@ -80,3 +80,22 @@ def test_logs_are_json_with_request_and_run_ids_and_no_automation_output(tmp_pat
     assert any(entry.get("run_id") == run_id for entry in lines)
     assert "AUTOMATION-OUTPUT-9f8e" not in stderr
     assert "log-test-secret-value" not in stderr
+
+
+def test_rate_limit_rejections_are_counted(settings, admin_key):
+    from fastapi.testclient import TestClient
+
+    from itemflow.api.app import create_app
+    from itemflow.observability import metrics
+    from tests.credentials import bearer
+
+    # Read from the registry /metrics renders (itself a GET, it would be limited here too).
+    def rejected() -> float:
+        return metrics.REGISTRY.get_sample_value("itemflow_rate_limit_rejections_total", {"limit": "reads"}) or 0.0
+
+    before = rejected()
+    strict = settings.model_copy(update={"rate_limit_reads": "3/minute"})
+    with TestClient(create_app(strict), headers=bearer(admin_key)) as client:
+        codes = [client.get("/items").status_code for _ in range(5)]
+    assert codes.count(429) == 2
+    assert rejected() - before == 2

@@ -22,6 +22,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from itemflow.errors import RateLimited, Unavailable
+from itemflow.observability import metrics
 from itemflow.settings import Settings
 
 log = logging.getLogger("itemflow.ratelimit")
@@ -129,6 +130,7 @@ class RateLimiter:
         headers = decision.headers(now)
         if not decision.allowed:
             retry_after = max(1, math.ceil(decision.reset - now))
+            metrics.rate_limited.labels(limit_class).inc()
             raise RateLimited(
                 f"rate limit of {decision.limit} requests per "
                 f"{_window(self.items[limit_class])} exceeded; retry in {retry_after} s",
