@@ -13,7 +13,7 @@ import itemflow
 from itemflow import runtime
 from itemflow.api import health
 from itemflow.api.middleware import BodySizeLimit
-from itemflow.api.problems import Problem, install_problem_handlers
+from itemflow.api.problems import install_problem_handlers
 from itemflow.auth.deps import AuthRuntime, bootstrap_admin
 from itemflow.auth.ratelimit import RateLimiter
 from itemflow.auth.router import router as auth_router
@@ -84,20 +84,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
-    _register_problem_schema(app)
     return app
 
-
-def _register_problem_schema(app: FastAPI) -> None:
-    """Make sure `Problem` is in components even if no route names it as a model."""
-    original = app.openapi
-
-    def openapi() -> dict:  # type: ignore[type-arg]
-        if app.openapi_schema is None:
-            schema = original()
-            schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
-                "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-            )
-        return app.openapi_schema or original()
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from itemflow.db import Database
 from itemflow.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
 from itemflow.schemas import MAX_ID
-from itemflow.settings import Settings
 
 
 async def get_database(request: Request) -> Database:
@@ -19,10 +18,6 @@ async def get_database(request: Request) -> Database:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 async def _read_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
