@@ -7,9 +7,9 @@ Side by side in one run, each on a fresh server process and data directory:
 - **guarded**: the product as shipped: API key authentication (HMAC lookup by indexed column)
   and the rate limit on Redis (`ITEMFLOW_REDIS_URL`, limit set high enough never to refuse,
   so every request is counted in Redis).
-- **unguarded**: the same app and settings with the two dependencies (`authenticate`,
-  `rate_limit`) replaced by no-ops through `app.dependency_overrides` here, in the benchmark
-  (no product setting turns them off).
+- **unguarded**: the same app and settings with the access dependency (`guard`: authentication,
+  scope check and rate limit in one) replaced by a no-op through `app.dependency_overrides`
+  here, in the benchmark (no product setting turns it off).
 
 One uvicorn process (uvloop, httptools, no access log) pinned to CPU 0 with `taskset -c 0`,
 `wrk` pinned to CPU 1, 64 connections, 3 s warm-up, then `--duration` seconds. Target: guarded
@@ -51,7 +51,7 @@ def guarded_app():  # type: ignore[no-untyped-def]
 
 def unguarded_app():  # type: ignore[no-untyped-def]
     from itemflow.api.app import create_app
-    from itemflow.auth.deps import authenticate, rate_limit
+    from itemflow.auth.deps import guard
     from itemflow.auth.schemas import Principal
 
     app = create_app()
@@ -60,11 +60,7 @@ def unguarded_app():  # type: ignore[no-untyped-def]
     async def no_auth() -> Principal:
         return admin
 
-    async def no_limit() -> None:
-        return None
-
-    app.dependency_overrides[authenticate] = no_auth
-    app.dependency_overrides[rate_limit] = no_limit
+    app.dependency_overrides[guard] = no_auth
     return app
 
 

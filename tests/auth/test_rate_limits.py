@@ -3,6 +3,7 @@ cannot spoof its way out, the right headers, and the documented choice when Redi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,27 @@ def test_memory_storage_by_default(client: Any, settings: Settings) -> None:
     assert settings.redis_url is None
     r = client.get("/items")
     assert r.status_code == 200 and r.headers["x-ratelimit-limit"] == "100000"
+
+
+async def test_concurrent_hits_on_redis_are_each_counted_once(redis_prefix: str) -> None:
+    """Concurrent hits on one counter share round trips (coalesced) but are counted exactly:
+    two limiters (two processes, say) firing 30 hits each at a limit of 50 let exactly 50
+    through, each allowed hit with its own remaining count."""
+    from itemflow.auth.ratelimit import RateLimiter
+    from itemflow.errors import RateLimited
+
+    settings = Settings(redis_url=REDIS_URL, rate_limit_redis_prefix=redis_prefix,
+                        rate_limit_reads="50/minute", secret_key=SECRET)
+    limiters = [RateLimiter(settings), RateLimiter(settings)]
+    try:
+        results = await asyncio.gather(
+            *(limiter.check("reads", "key:1") for limiter in limiters for _ in range(30)),
+            return_exceptions=True,
+        )
+    finally:
+        for limiter in limiters:
+            await limiter.close()
+    allowed = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, RateLimited)]
+    assert len(allowed) == 50 and len(refused) == 10, results
+    assert sorted(int(h["X-RateLimit-Remaining"]) for h in allowed) == list(range(50))

@@ -8,13 +8,14 @@ When Redis cannot be reached, `ITEMFLOW_RATE_LIMIT_FAIL_OPEN` chooses: serve wit
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -43,18 +44,67 @@ class Decision:
                 "X-RateLimit-Reset": str(max(0, math.ceil(self.reset - now)))}
 
 
+class _CoalescedIncr:
+    """Concurrent hits on one counter share one round trip to the storage.
+
+    While an increment of a key is in flight, later hits on that key wait and then go
+    together as one `incr(key, amount=n)`; each still gets its own count, exactly as if they
+    had been sent one by one. A busy client's requests (the case a rate limit is for) then
+    cost one Redis round trip per batch instead of one each: a redis-py round trip costs
+    ~60-90 us of CPU, more than the rest of an authenticated read.
+    """
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self._waiting: dict[str, list[asyncio.Future[int]]] = {}
+        self._sending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def incr(self, key: str, expiry: int) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if key not in self._sending:
+            self._sending.add(key)
+            task = asyncio.create_task(self._send(key, expiry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _send(self, key: str, expiry: int) -> None:
+        try:
+            while waiters := self._waiting.pop(key, None):
+                try:
+                    count = await self.storage.incr(key, expiry, amount=len(waiters))
+                except BaseException as exc:  # every waiter of the batch sees the failure
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                first = count - len(waiters) + 1
+                for offset, waiter in enumerate(waiters):
+                    if not waiter.done():
+                        waiter.set_result(first + offset)
+        finally:
+            self._sending.discard(key)
+
+
 class _Strategy(FixedWindowRateLimiter):
     """The library's fixed window, answering the count and the window's end in one round trip
-    in the steady state (the end is learnt once per window and remembered)."""
+    in the steady state (the end is learnt once per window and remembered). On a remote
+    storage, concurrent hits on a counter are coalesced (see _CoalescedIncr); in memory a hit
+    costs less than the coalescing would."""
 
-    def __init__(self, storage: object) -> None:
-        super().__init__(storage)  # type: ignore[arg-type]
+    def __init__(self, storage: Any, *, coalesce: bool) -> None:
+        super().__init__(storage)
+        self._incr = _CoalescedIncr(storage).incr if coalesce else storage.incr
         self._resets: dict[str, float] = {}
 
     async def hit_with_stats(self, item: RateLimitItem, *identifiers: str) -> Decision:
         key = item.key_for(*identifiers)
         expiry = item.get_expiry()
-        count = await self.storage.incr(key, expiry)  # the same call as FixedWindowRateLimiter.hit
+        count = await self._incr(key, expiry)  # FixedWindowRateLimiter.hit's call
         now = time.time()
         if count == 1:
             reset = now + expiry
@@ -98,7 +148,7 @@ class RateLimiter:
             )
         else:
             self.storage = storage_from_string("async+memory://", wrap_exceptions=True)
-        self.strategy = _Strategy(self.storage)
+        self.strategy = _Strategy(self.storage, coalesce=bool(settings.redis_url))
         self._last_outage_log = 0.0
 
     async def hit(self, limit_class: str, identity: str) -> Decision | None:

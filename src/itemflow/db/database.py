@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from itemflow.db.inline import InlineSession
+from itemflow.db.raw import RawSelect
 
 CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
 
@@ -23,7 +24,8 @@ class Database:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._write_gate: asyncio.Lock | None = None
-        self._reader: Connection | None = None
+        self._reader: Any = None  # SQLite: a driver connection kept open for fetch_one
+        self._raw: dict[Any, RawSelect] = {}
         self._writes_since_checkpoint = 0
         self._checkpoint_running = False
         if self.is_sqlite:
@@ -93,17 +95,21 @@ class Database:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def fetch_one(self, statement: Any, params: dict[str, Any]) -> Any:
-        """One read statement outside a unit of work (for the hottest reads): its row mapping.
+        """One read statement outside a unit of work (for the hottest reads): its row as a
+        mapping, or None.
 
-        On SQLite it runs on a connection kept open for the purpose (no session, no BEGIN);
-        a unit of work per read cost five times the read.
+        On SQLite it runs on a driver connection kept open for the purpose, compiled once
+        (db/raw.py): no session, no BEGIN (in WAL mode a statement reads a consistent
+        snapshot), no SQLAlchemy execution machinery.
         """
         if self.is_sqlite:
+            raw = self._raw.get(statement)
+            if raw is None:
+                raw = self._raw[statement] = RawSelect(statement, self.sync_engine.dialect)
             if self._reader is None:
-                self._reader = self.sync_engine.connect()
-            row = self._reader.execute(statement, params).mappings().first()
-            self._reader.commit()  # no transaction is open on the driver; end SQLAlchemy's
-            return row
+                self._reader = self.sync_engine.raw_connection()
+            cursor = self._reader.driver_connection.execute(raw.sql, raw.parameters(params))
+            return raw.row(cursor.fetchone())
         async with self.engine.connect() as conn:
             return (await conn.execute(statement, params)).mappings().first()
 

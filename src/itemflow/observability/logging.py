@@ -4,9 +4,9 @@ its run id (bound with structlog's contextvars). Never log secrets or automation
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,7 +61,7 @@ class RequestId:
                 candidate = value.decode("latin-1")
                 request_id = candidate if _SAFE_ID.match(candidate) else None
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
 
         async def send_wrapper(message: Message) -> None:

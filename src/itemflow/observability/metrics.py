@@ -4,6 +4,7 @@ default), so that several apps in one process (tests, bench) never collide."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
@@ -49,11 +50,17 @@ async def render(session: AsyncSession) -> bytes:
     return generate_latest(REGISTRY)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """Pure ASGI middleware: count and time requests by route template (not raw path)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The labelled children, looked up once per (method, route, status): labels() costs
+        # more than the observation. Bounded: templates, methods and statuses are few.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +80,13 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            http_requests.labels(method, template, str(status)).inc()
-            http_latency.labels(method, template).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            key = (method, template, status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    http_requests.labels(method, template, str(status)),
+                    http_latency.labels(method, template),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)

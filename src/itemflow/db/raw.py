@@ -1,0 +1,50 @@
+"""Core SELECTs compiled once and run on the SQLite driver's own cursor.
+
+For the hottest reads of the embedded database (an API key by hash, an item by id).
+SQLAlchemy's execution machinery cost ~90 us a statement here against ~8 us for the
+statement itself; compiling once and applying the columns' own bind and result processors
+keeps every type conversion SQLAlchemy would make (aware datetimes, JSON) without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Select
+
+Processor = Callable[[Any], Any] | None
+
+
+class RawSelect:
+    __slots__ = ("_binds", "_keys", "_names", "_results", "sql")
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if not compiled.positiontup and compiled.binds:
+            raise ValueError("RawSelect needs a positional (qmark) dialect")
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._binds: tuple[Processor, ...] = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._names
+        )
+        columns = list(statement.selected_columns)
+        self._keys = tuple(column.key for column in columns)
+        self._results: tuple[Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+
+    def parameters(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            params[name] if process is None else process(params[name])
+            for name, process in zip(self._names, self._binds, strict=True)
+        )
+
+    def row(self, values: tuple[Any, ...] | None) -> dict[str, Any] | None:
+        if values is None:
+            return None
+        return {
+            key: value if process is None else process(value)
+            for key, value, process in zip(self._keys, values, self._results, strict=True)
+        }
