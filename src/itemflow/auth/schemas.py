@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from itemflow.auth.scopes import Scope, grants, normalise
-from itemflow.schemas import InputSchema, OutputSchema
+from itemflow.schemas import InputSchema, OutputSchema, Text
 
 Scopes = Annotated[list[Scope], Field(min_length=1, max_length=16), AfterValidator(normalise)]
-Username = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")]
+USERNAME_PATTERN = r"^[A-Za-z0-9._@-]{1,100}$"
+Username = Annotated[str, Field(min_length=1, max_length=100, pattern=USERNAME_PATTERN)]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 
 
@@ -36,7 +37,7 @@ CLI = Principal(kind="cli", id=0, name="command line", scopes=frozenset({"admin"
 
 
 class KeyCreate(InputSchema):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
     scopes: Scopes
     expires_at: datetime | None = Field(default=None, description="Timezone-aware; default: never.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from itemflow.auth import crypto
 from itemflow.auth.models import ApiKey, User
 from itemflow.auth.schemas import (
+    USERNAME_PATTERN,
     KeyCreate,
     KeyCreated,
     KeyRead,
@@ -149,7 +151,10 @@ async def issue_token(session: AsyncSession, form: TokenRequest, keys: crypto.Ke
         raise OAuthError("invalid_request", "grant_type, username and password are required")
     if form.grant_type != "password":
         raise OAuthError("unsupported_grant_type", "only the password grant is supported")
-    user = (await session.execute(select(User).where(User.username == form.username))).scalar_one_or_none()
+    # A name no user can have (NUL and the like) is not looked up: no database could store it.
+    user = None
+    if re.fullmatch(USERNAME_PATTERN, form.username):
+        user = (await session.execute(select(User).where(User.username == form.username))).scalar_one_or_none()
     valid = await asyncio.to_thread(crypto.verify_password, form.password,
                                     user.password_hash if user else None)
     if user is None or not valid:

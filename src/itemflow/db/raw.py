@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 
+from itemflow.db.inline import InlineSession
+
 Processor = Callable[[Any], Any] | None
 
 
@@ -48,3 +50,28 @@ class RawSelect:
             key: value if process is None else process(value)
             for key, value, process in zip(self._keys, values, self._results, strict=True)
         }
+
+
+_compiled: dict[tuple[Any, str], RawSelect] = {}
+
+
+def compiled(statement: Select[Any], dialect: Dialect) -> RawSelect:
+    raw = _compiled.get((statement, dialect.name))
+    if raw is None:
+        raw = _compiled[(statement, dialect.name)] = RawSelect(statement, dialect)
+    return raw
+
+
+async def fetch_all(session: Any, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a read inside a unit of work, as mappings. `statement` is built once (a
+    module constant): it is compiled once per statement object.
+
+    In an embedded (inline SQLite) unit of work the statement runs on the transaction's own
+    driver connection, compiled once; elsewhere through the session as usual.
+    """
+    if isinstance(session, InlineSession):
+        connection = session.sync_session.connection()
+        raw = compiled(statement, connection.dialect)
+        cursor = connection.connection.driver_connection.execute(raw.sql, raw.parameters(params))
+        return [raw.row(values) for values in cursor.fetchall()]  # type: ignore[misc]
+    return [dict(row) for row in (await session.execute(statement, params)).mappings()]

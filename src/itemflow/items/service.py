@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from itemflow.db import Database
+from itemflow.db.base import utcnow
+from itemflow.db.raw import fetch_all
 from itemflow.errors import NotFound
 from itemflow.items.models import Item
 from itemflow.items.schemas import ItemChange, ItemCreate, ItemRead, ItemUpdate
 from itemflow.pagination import Page, PageParams, paginate
 from itemflow.runs import triggers
 
-
-async def get_item_row(session: AsyncSession, item_id: int) -> Item:
-    item = await session.get(Item, item_id)
-    if item is None:
-        raise NotFound(f"item {item_id} does not exist")
-    return item
-
-
-async def get_item(session: AsyncSession, item_id: int) -> ItemRead:
-    return ItemRead.model_validate(await get_item_row(session, item_id))
-
-
-# The hottest read: one Core statement, no ORM state, no unit of work.
-_ITEM_BY_ID = select(*Item.__table__.c).where(Item.__table__.c.id == bindparam("item_id"))
+# Reads and writes of one item are single Core statements (writes: INSERT/UPDATE ...
+# RETURNING): the ORM's unit of work cost more than the rest of the request. Built once: the
+# embedded database compiles each statement once (db/raw.py).
+_items = Item.__table__
+_ITEM_BY_ID = select(*_items.c).where(_items.c.id == bindparam("item_id"))
+_ITEM_BY_ID_FOR_UPDATE = _ITEM_BY_ID.with_for_update()  # PostgreSQL locks the row; SQLite ignores it
+_INSERT = insert(_items).returning(*_items.c)
 
 
 async def read_item(database: Database, item_id: int) -> ItemRead:
@@ -48,32 +43,50 @@ async def list_items(
     return await paginate(session, stmt, Item.id, params, ItemRead)
 
 
+async def _row(session: AsyncSession, item_id: int, *, lock: bool = False) -> ItemRead:
+    """The item as it is now; with `lock`, locked until the transaction ends."""
+    rows = await fetch_all(session, _ITEM_BY_ID_FOR_UPDATE if lock else _ITEM_BY_ID, {"item_id": item_id})
+    if not rows:
+        raise NotFound(f"item {item_id} does not exist")
+    return ItemRead.model_validate(rows[0])
+
+
+async def get_item(session: AsyncSession, item_id: int) -> ItemRead:
+    return await _row(session, item_id)
+
+
 async def create_item(session: AsyncSession, data: ItemCreate) -> ItemChange:
-    item = Item(**data.model_dump())
-    session.add(item)
-    await session.flush()
-    after = ItemRead.model_validate(item)
+    now = utcnow()
+    row = (await session.execute(_INSERT, {**data.model_dump(), "created_at": now, "updated_at": now})).mappings().one()
+    after = ItemRead.model_validate(row)
     run_ids = await triggers.enqueue_item_event(session, "item.created", after, None)
     return ItemChange(item=after, run_ids=run_ids)
 
 
 async def update_item(session: AsyncSession, item_id: int, data: ItemUpdate) -> ItemChange:
-    item = await get_item_row(session, item_id)
-    before = ItemRead.model_validate(item)
-    for field, value in data.model_dump(exclude_unset=True).items():
-        setattr(item, field, value)
-    await session.flush()
-    after = ItemRead.model_validate(item)
-    run_ids = await triggers.enqueue_item_event(session, "item.updated", after, before)
+    automations = await triggers.matching_automations(session, "item.updated", item_id)
+    changes = data.model_dump(exclude_unset=True)
+    # The state before is needed only for automations' `previous` (and for an empty change).
+    before = await _row(session, item_id, lock=True) if automations or not changes else None
+    if changes:
+        row = (await session.execute(
+            update(_items).where(_items.c.id == item_id).values(**changes, updated_at=utcnow())
+            .returning(*_items.c)
+        )).mappings().first()
+        if row is None:
+            raise NotFound(f"item {item_id} does not exist")
+        after = ItemRead.model_validate(row)
+    else:
+        assert before is not None
+        after = before
+    run_ids = await triggers.enqueue(session, automations, "item.updated", after, before)
     return ItemChange(item=after, run_ids=run_ids)
 
 
 async def delete_item(session: AsyncSession, item_id: int) -> ItemChange:
-    item = await get_item_row(session, item_id)
-    before = ItemRead.model_validate(item)
+    before = await _row(session, item_id, lock=True)
     # Queue the item.deleted runs first: they copy the code of the item's own automations,
     # which the cascade below removes.
     run_ids = await triggers.enqueue_item_event(session, "item.deleted", None, before)
-    await session.delete(item)
-    await session.flush()
+    await session.execute(delete(_items).where(_items.c.id == item_id))
     return ItemChange(item=None, run_ids=run_ids)

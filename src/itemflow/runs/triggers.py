@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import bindparam, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from itemflow.automations.models import Automation
+from itemflow.db.raw import fetch_all
 from itemflow.runs.models import Run
 
 if TYPE_CHECKING:
@@ -34,26 +35,53 @@ def new_run(automation: Automation, event: str, item_id: int | None, payload: di
     )
 
 
+_automations = Automation.__table__.c
+_runs = Run.__table__
+# Every write of an item asks this: one indexed read on the write path.
+_MATCHING = (
+    select(_automations.id, _automations.events, _automations.code, _automations.timeout_seconds,
+           _automations.memory_mb)
+    .where(_automations.enabled.is_(True))
+    .where(or_(_automations.item_id == bindparam("item_id"), _automations.item_id.is_(None)))
+    .order_by(_automations.id)
+)
+_INSERT_RUN = insert(_runs).returning(_runs.c.id)
+
+Automations = list[dict[str, Any]]
+
+
+async def matching_automations(session: AsyncSession, event: str, item_id: int) -> Automations:
+    """The enabled automations of this item (or of every item) that run on `event`."""
+    rows = await fetch_all(session, _MATCHING, {"item_id": item_id})
+    return [row for row in rows if event in row["events"]]
+
+
+async def enqueue(
+    session: AsyncSession, automations: Automations, event: str, item: ItemRead | None,
+    previous: ItemRead | None,
+) -> list[int]:
+    """Queue one run of each automation for this event; their ids."""
+    if not automations:
+        return []
+    item_id = (item or previous).id  # type: ignore[union-attr]
+    payload = item_event_input(event, item, previous)
+    run_ids = []
+    for automation in automations:
+        run_ids.append((await session.execute(_INSERT_RUN, {
+            "automation_id": automation["id"], "item_id": item_id, "event": event,
+            "code": automation["code"], "input": payload,
+            "timeout_seconds": automation["timeout_seconds"], "memory_mb": automation["memory_mb"],
+        })).scalar_one())
+    await announce(session)
+    return run_ids
+
+
 async def enqueue_item_event(
     session: AsyncSession, event: str, item: ItemRead | None, previous: ItemRead | None
 ) -> list[int]:
     """Queue one run per enabled automation of this item (or of every item) for `event`."""
     item_id = (item or previous).id  # type: ignore[union-attr]
-    automations = await session.scalars(
-        select(Automation)
-        .where(Automation.enabled.is_(True))
-        .where(or_(Automation.item_id == item_id, Automation.item_id.is_(None)))
-        .order_by(Automation.id)
-    )
-    matching = [a for a in automations if event in a.events]
-    if not matching:
-        return []
-    payload = item_event_input(event, item, previous)
-    runs = [new_run(a, event, item_id, payload) for a in matching]
-    session.add_all(runs)
-    await session.flush()
-    await announce(session)
-    return [r.id for r in runs]
+    return await enqueue(session, await matching_automations(session, event, item_id), event, item, previous)
 
 
 RUNS_CHANNEL = "itemflow_runs"
