@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import sessionmaker
 
 from itemflow.db.inline import InlineSession
-from itemflow.db.raw import RawSelect
+from itemflow.db.raw import RawStatement
 
 CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
 
@@ -25,7 +25,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._write_gate: asyncio.Lock | None = None
         self._reader: Any = None  # SQLite: a driver connection kept open for fetch_one
-        self._raw: dict[Any, RawSelect] = {}
+        self._raw: dict[Any, RawStatement] = {}
         self._writes_since_checkpoint = 0
         self._checkpoint_running = False
         if self.is_sqlite:
@@ -34,7 +34,11 @@ class Database:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             # Every unit of work ends in COMMIT or ROLLBACK itself: skip the pool's reset.
-            self.sync_engine = create_engine(self.url, pool_size=pool_size, pool_reset_on_return=None)
+            # LIFO: consecutive units of work reuse the same connection, whose page cache is
+            # still valid (another connection's write makes SQLite drop and re-read it).
+            self.sync_engine = create_engine(
+                self.url, pool_size=pool_size, pool_reset_on_return=None, pool_use_lifo=True
+            )
             _configure_sqlite(self.sync_engine, busy_timeout_ms)
             self._inline_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
             self._inline_write_sessions = sessionmaker(
@@ -105,7 +109,7 @@ class Database:
         if self.is_sqlite:
             raw = self._raw.get(statement)
             if raw is None:
-                raw = self._raw[statement] = RawSelect(statement, self.sync_engine.dialect)
+                raw = self._raw[statement] = RawStatement(statement, self.sync_engine.dialect)
             if self._reader is None:
                 self._reader = self.sync_engine.raw_connection()
             cursor = self._reader.driver_connection.execute(raw.sql, raw.parameters(params))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +22,23 @@ from itemflow.runs import triggers
 _items = Item.__table__
 _ITEM_BY_ID = select(*_items.c).where(_items.c.id == bindparam("item_id"))
 _ITEM_BY_ID_FOR_UPDATE = _ITEM_BY_ID.with_for_update()  # PostgreSQL locks the row; SQLite ignores it
-_INSERT = insert(_items).returning(*_items.c)
+_INSERT = (
+    insert(_items)
+    .values(name=bindparam("name"), description=bindparam("description"),
+            created_at=bindparam("now"), updated_at=bindparam("now"))
+    .returning(*_items.c)
+)
+
+
+def _update_statement(fields: frozenset[str]) -> Any:
+    values = {field: bindparam(f"new_{field}") for field in sorted(fields)}
+    return (update(_items).where(_items.c.id == bindparam("item_id"))
+            .values(**values, updated_at=bindparam("now")).returning(*_items.c))
+
+
+# One UPDATE per set of fields a change can carry, built once.
+_UPDATES = {fields: _update_statement(fields) for fields in
+            (frozenset({"name"}), frozenset({"description"}), frozenset({"name", "description"}))}
 
 
 async def read_item(database: Database, item_id: int) -> ItemRead:
@@ -57,8 +75,8 @@ async def get_item(session: AsyncSession, item_id: int) -> ItemRead:
 
 async def create_item(session: AsyncSession, data: ItemCreate) -> ItemChange:
     now = utcnow()
-    row = (await session.execute(_INSERT, {**data.model_dump(), "created_at": now, "updated_at": now})).mappings().one()
-    after = ItemRead.model_validate(row)
+    rows = await fetch_all(session, _INSERT, {**data.model_dump(), "now": now})
+    after = ItemRead.model_validate(rows[0])
     run_ids = await triggers.enqueue_item_event(session, "item.created", after, None)
     return ItemChange(item=after, run_ids=run_ids)
 
@@ -69,13 +87,11 @@ async def update_item(session: AsyncSession, item_id: int, data: ItemUpdate) -> 
     # The state before is needed only for automations' `previous` (and for an empty change).
     before = await _row(session, item_id, lock=True) if automations or not changes else None
     if changes:
-        row = (await session.execute(
-            update(_items).where(_items.c.id == item_id).values(**changes, updated_at=utcnow())
-            .returning(*_items.c)
-        )).mappings().first()
-        if row is None:
+        params = {f"new_{field}": value for field, value in changes.items()}
+        rows = await fetch_all(session, _UPDATES[frozenset(changes)], {**params, "item_id": item_id, "now": utcnow()})
+        if not rows:
             raise NotFound(f"item {item_id} does not exist")
-        after = ItemRead.model_validate(row)
+        after = ItemRead.model_validate(rows[0])
     else:
         assert before is not None
         after = before
