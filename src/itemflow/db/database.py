@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from sqlalchemy.orm import sessionmaker
 from itemflow.db.inline import InlineSession
 from itemflow.db.raw import RawStatement
 
+log = logging.getLogger("itemflow.db")
+
 CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
 
 
@@ -27,7 +30,7 @@ class Database:
         self._reader: Any = None  # SQLite: a driver connection kept open for fetch_one
         self._raw: dict[Any, RawStatement] = {}
         self._writes_since_checkpoint = 0
-        self._checkpoint_running = False
+        self._checkpoint_task: asyncio.Task[None] | None = None
         if self.is_sqlite:
             # The embedded database runs inline on the event loop thread (see db/inline.py).
             self.url = self.url.set(drivername="sqlite+pysqlite")
@@ -84,19 +87,33 @@ class Database:
                 listener()
 
     def _after_sqlite_write(self) -> None:
-        # Checkpoint the WAL now and then in a thread: its fsync must not stall the event
-        # loop, which is where the embedded database's writes run (autocheckpoint is off).
+        # Checkpoint the WAL now and then (autocheckpoint is off: it would run inside a
+        # writer's COMMIT, on the event loop, with its fsyncs).
         self._writes_since_checkpoint += 1
-        if self._writes_since_checkpoint < CHECKPOINT_EVERY or self._checkpoint_running:
+        if self._writes_since_checkpoint < CHECKPOINT_EVERY or self._checkpoint_task is not None:
             return
         self._writes_since_checkpoint = 0
-        self._checkpoint_running = True
-        future = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
-        future.add_done_callback(lambda _: setattr(self, "_checkpoint_running", False))
+        self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint_between_writes())
 
-    def _checkpoint(self) -> None:
+    async def _checkpoint_between_writes(self) -> None:
+        """Checkpoint in a thread (its fsyncs must not stall the event loop) while this
+        process's writers wait at the gate. A checkpoint racing a steady stream of writes
+        never catches up with the end of the WAL, so no writer could start the WAL over and
+        it grew without bound (seen: +500 frames per checkpoint under a write benchmark).
+        Caught up, the next writer restarts it. Readers go on meanwhile."""
+        assert self._write_gate is not None
+        try:
+            async with self._write_gate:
+                await asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+        except Exception as exc:  # the next checkpoint tries again; writes go on regardless
+            log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            self._checkpoint_task = None
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        """PRAGMA wal_checkpoint(PASSIVE): (busy, frames in the WAL, frames checkpointed)."""
         with self.sync_engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            return tuple(conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one())  # type: ignore[return-value]
 
     async def fetch_one(self, statement: Any, params: dict[str, Any]) -> Any:
         """One read statement outside a unit of work (for the hottest reads): its row as a
@@ -112,8 +129,10 @@ class Database:
                 raw = self._raw[statement] = RawStatement(statement, self.sync_engine.dialect)
             if self._reader is None:
                 self._reader = self.sync_engine.raw_connection()
-            cursor = self._reader.driver_connection.execute(raw.sql, raw.parameters(params))
-            return raw.row(cursor.fetchone())
+            # fetchall, not fetchone: a statement left unfinished would hold its read
+            # snapshot open (stale reads, and a WAL that cannot restart).
+            rows = self._reader.driver_connection.execute(raw.sql, raw.parameters(params)).fetchall()
+            return raw.row(rows[0]) if rows else None
         async with self.engine.connect() as conn:
             return (await conn.execute(statement, params)).mappings().first()
 
@@ -126,6 +145,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
         if self.is_sqlite:
             if self._reader is not None:
                 self._reader.close()
