@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
 
 from itemflow.db.inline import InlineSession
 from itemflow.db.raw import RawStatement
@@ -43,10 +42,7 @@ class Database:
                 self.url, pool_size=pool_size, pool_reset_on_return=None, pool_use_lifo=True
             )
             _configure_sqlite(self.sync_engine, busy_timeout_ms)
-            self._inline_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
-            self._inline_write_sessions = sessionmaker(
-                self.sync_engine.execution_options(sqlite_immediate=True), expire_on_commit=False
-            )
+            self._writer: Connection | None = None  # kept open; write units of work take turns
             # SQLite has one writer at a time: queue writers of this process here, fairly,
             # instead of letting them spin on SQLITE_BUSY (which stalled the tutorial's app).
             self._write_gate = asyncio.Lock()
@@ -70,11 +66,11 @@ class Database:
                 if write:
                     assert self._write_gate is not None
                     await stack.enter_async_context(self._write_gate)
-                factory = self._inline_write_sessions if write else self._inline_sessions
-                sync_session = stack.enter_context(factory())
-                with sync_session.begin():
-                    session: Any = InlineSession(sync_session)
+                session: Any = InlineSession(stack.enter_context(self._inline_connection(write)))
+                stack.callback(session.close)
+                with session.connection.begin():
                     yield session
+                    session.finish()
             else:
                 session = await stack.enter_async_context(self._sessions())
                 async with session.begin():
@@ -85,6 +81,19 @@ class Database:
         if queued:
             for listener in self._runs_queued_listeners:
                 listener()
+
+    @contextmanager
+    def _inline_connection(self, write: bool) -> Iterator[Connection]:
+        """The connection of an embedded unit of work. Writers (one at a time, behind the
+        write gate) share one connection kept open: its page cache stays current, and a
+        pool checkout per write cost more than the write. Readers take one from the pool."""
+        if not write:
+            with self.sync_engine.connect() as connection:
+                yield connection
+            return
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = self.sync_engine.connect().execution_options(sqlite_immediate=True)
+        yield self._writer
 
     def _after_sqlite_write(self) -> None:
         # Checkpoint the WAL now and then (autocheckpoint is off: it would run inside a
@@ -151,6 +160,9 @@ class Database:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self.sync_engine.dispose()
         else:
             await self.engine.dispose()

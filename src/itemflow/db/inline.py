@@ -6,26 +6,48 @@ statement itself: measured here, an ORM read through aiosqlite took 3.6 ms of CP
 0.6 ms for the same read on a plain sqlite3 connection, and every request paid it several
 times. Operations are written once against AsyncSession; this facade serves them the same
 calls. (PostgreSQL keeps the real AsyncSession over psycopg.)
+
+A unit of work runs on one connection, already in its transaction. The ORM Session is made
+only when an operation asks for it: the hottest writes (items) are compiled statements on
+the connection (db/raw.py) and never need one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 
 class InlineSession:
-    def __init__(self, session: Session) -> None:
-        self.sync_session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.info: dict[Any, Any] = {}
+        self._session: Session | None = None
 
     @property
-    def info(self) -> dict[Any, Any]:
-        return self.sync_session.info
+    def sync_session(self) -> Session:
+        if self._session is None:
+            # Joined to the unit of work's transaction: the unit of work commits or rolls
+            # back, never the Session.
+            self._session = Session(bind=self.connection, expire_on_commit=False,
+                                    join_transaction_mode="rollback_only")
+        return self._session
+
+    def finish(self) -> None:
+        """Before the commit: write what the ORM still holds. (Raises like a commit would.)"""
+        if self._session is not None:
+            self._session.flush()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     @property
     def bind(self) -> Any:
-        return self.sync_session.get_bind()
+        return self.connection
 
     async def get(self, *args: Any, **kwargs: Any) -> Any:
         return self.sync_session.get(*args, **kwargs)

@@ -72,7 +72,7 @@ async def fetch_all(session: Any, statement: Executable, params: dict[str, Any])
     driver connection, compiled once; elsewhere through the session as usual.
     """
     if isinstance(session, InlineSession):
-        connection = session.sync_session.connection()
+        connection = session.connection
         raw = compiled(statement, connection.dialect)
         cursor = connection.connection.driver_connection.execute(raw.sql, raw.parameters(params))
         return [raw.row(values) for values in cursor.fetchall()]  # type: ignore[misc]
