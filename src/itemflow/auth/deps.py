@@ -67,7 +67,8 @@ class Guard(OAuth2PasswordBearer):
     async def __call__(  # type: ignore[override]
         self, request: Request, security_scopes: SecurityScopes, response: Response
     ) -> Principal:
-        principal = await _authenticate(request, security_scopes.scopes)
+        token = await super().__call__(request)  # the scheme's own header parsing
+        principal = await _authenticate(request, token, security_scopes.scopes)
         limit_class = _limit_class(request.method, security_scopes.scopes)
         await _count(request, response, limit_class, principal.ref)
         return principal
@@ -80,15 +81,9 @@ guard = Guard(
 )
 
 
-def _bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
-async def _authenticate(request: Request, scopes: list[str]) -> Principal:
+async def _authenticate(request: Request, token: str | None, scopes: list[str]) -> Principal:
     runtime: AuthRuntime = request.app.state.auth
-    principal, touch = await service.authenticate(runtime.fetch, _bearer_token(request), runtime.keys,
-                                                  runtime.usage)
+    principal, touch = await service.authenticate(runtime.fetch, token, runtime.keys, runtime.usage)
     for scope in scopes:
         if not principal.has(scope):
             raise Forbidden(

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from itemflow.db.inline import InlineSession
-from itemflow.db.raw import RawStatement
+from itemflow.db.raw import compiled
 
 log = logging.getLogger("itemflow.db")
 
@@ -27,7 +27,6 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._write_gate: asyncio.Lock | None = None
         self._reader: Any = None  # SQLite: a driver connection kept open for fetch_one
-        self._raw: dict[Any, RawStatement] = {}
         self._writes_since_checkpoint = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
         if self.is_sqlite:
@@ -36,8 +35,8 @@ class Database:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             # Every unit of work ends in COMMIT or ROLLBACK itself: skip the pool's reset.
-            # LIFO: consecutive units of work reuse the same connection, whose page cache is
-            # still valid (another connection's write makes SQLite drop and re-read it).
+            # LIFO: consecutive read units of work reuse the same connection, whose page cache
+            # is then more likely current (SQLite drops it when another connection has written).
             self.sync_engine = create_engine(
                 self.url, pool_size=pool_size, pool_reset_on_return=None, pool_use_lifo=True
             )
@@ -119,10 +118,9 @@ class Database:
         finally:
             self._checkpoint_task = None
 
-    def _checkpoint(self) -> tuple[int, int, int]:
-        """PRAGMA wal_checkpoint(PASSIVE): (busy, frames in the WAL, frames checkpointed)."""
+    def _checkpoint(self) -> None:
         with self.sync_engine.connect() as conn:
-            return tuple(conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one())  # type: ignore[return-value]
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def fetch_one(self, statement: Any, params: dict[str, Any]) -> Any:
         """One read statement outside a unit of work (for the hottest reads): its row as a
@@ -133,15 +131,10 @@ class Database:
         snapshot), no SQLAlchemy execution machinery.
         """
         if self.is_sqlite:
-            raw = self._raw.get(statement)
-            if raw is None:
-                raw = self._raw[statement] = RawStatement(statement, self.sync_engine.dialect)
             if self._reader is None:
                 self._reader = self.sync_engine.raw_connection()
-            # fetchall, not fetchone: a statement left unfinished would hold its read
-            # snapshot open (stale reads, and a WAL that cannot restart).
-            rows = self._reader.driver_connection.execute(raw.sql, raw.parameters(params)).fetchall()
-            return raw.row(rows[0]) if rows else None
+            rows = compiled(statement, self.sync_engine.dialect).run(self._reader.driver_connection, params)
+            return rows[0] if rows else None
         async with self.engine.connect() as conn:
             return (await conn.execute(statement, params)).mappings().first()
 

@@ -44,13 +44,17 @@ class RawStatement:
             for name, process in zip(self._names, self._binds, strict=True)
         )
 
-    def row(self, values: tuple[Any, ...] | None) -> dict[str, Any] | None:
-        if values is None:
-            return None
+    def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         return {
             key: value if process is None else process(value)
             for key, value, process in zip(self._keys, values, self._results, strict=True)
         }
+
+    def run(self, driver_connection: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every row, as mappings. fetchall, never fetchone: a statement left unfinished
+        would hold its read snapshot open (stale reads, and a WAL that cannot restart)."""
+        rows = driver_connection.execute(self.sql, self.parameters(params)).fetchall()
+        return [self.row(values) for values in rows]
 
 
 _compiled: dict[tuple[Any, str], RawStatement] = {}
@@ -73,7 +77,5 @@ async def fetch_all(session: Any, statement: Executable, params: dict[str, Any])
     """
     if isinstance(session, InlineSession):
         connection = session.connection
-        raw = compiled(statement, connection.dialect)
-        cursor = connection.connection.driver_connection.execute(raw.sql, raw.parameters(params))
-        return [raw.row(values) for values in cursor.fetchall()]  # type: ignore[misc]
+        return compiled(statement, connection.dialect).run(connection.connection.driver_connection, params)
     return [dict(row) for row in (await session.execute(statement, params)).mappings()]
