@@ -20,6 +20,7 @@ from itemflow.auth.ratelimit import RateLimiter
 from itemflow.auth.router import router as auth_router
 from itemflow.automations.router import router as automations_router
 from itemflow.db import migrate
+from itemflow.items.fast_read import FastItemRead
 from itemflow.items.router import router as items_router
 from itemflow.observability.logging import RequestId
 from itemflow.observability.metrics import RequestMetrics
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    app.add_middleware(FastItemRead)  # innermost: GET /items/{id} without FastAPI's overhead
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestId)  # outermost: every log line of the request carries its id

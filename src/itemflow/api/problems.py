@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -156,6 +156,16 @@ def _is_unavailable(exc: DBAPIError) -> bool:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "Internal server error", "an unexpected error occurred", request)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The response the app's exception handlers give `exc`, for the code that answers outside
+    FastAPI's routing (items/fast_read.py). An exception no handler answers propagates."""
+    handlers = request.app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls is not Exception and (handler := handlers.get(cls)) is not None:
+            return await handler(request, exc)
+    raise exc  # the server error middleware answers it, as it does on a FastAPI route
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from fastapi.security.utils import get_authorization_scheme_param
 
 from itemflow.auth import crypto, service
 from itemflow.auth.ratelimit import RateLimiter, client_address
@@ -59,18 +61,20 @@ class AuthRuntime:
 
 
 class Guard(OAuth2PasswordBearer):
-    """The bearer scheme, as OpenAPI shows it, doing the whole check in one dependency:
-    authenticate the token (API key or JWT), check the route's scope, then count the request
-    against its class's rate limit. (One dependency rather than three: FastAPI's dependency
-    solving cost more per request than the checks themselves.)"""
+    """The bearer scheme, as OpenAPI shows it, doing the whole check in one dependency (one
+    rather than three: FastAPI's dependency solving cost more per request than the checks)."""
 
     async def __call__(  # type: ignore[override]
         self, request: Request, security_scopes: SecurityScopes, response: Response
     ) -> Principal:
-        token = await super().__call__(request)  # the scheme's own header parsing
-        principal = await _authenticate(request, token, security_scopes.scopes)
-        limit_class = _limit_class(request.method, security_scopes.scopes)
-        await _count(request, response, limit_class, principal.ref)
+        state = request.app.state
+        token = bearer_token(request.headers.get("Authorization"))
+        principal, headers = await admit(state.auth, state.rate_limiter, token,
+                                         security_scopes.scopes, request.method)
+        request.state.principal = principal
+        # A later error of the request (a 404, say) carries the X-RateLimit-* headers too.
+        request.state.rate_limit_headers = headers
+        response.headers.update(headers)
         return principal
 
 
@@ -81,9 +85,19 @@ guard = Guard(
 )
 
 
-async def _authenticate(request: Request, token: str | None, scopes: list[str]) -> Principal:
-    runtime: AuthRuntime = request.app.state.auth
-    principal, touch = await service.authenticate(runtime.fetch, token, runtime.keys, runtime.usage)
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, read as the OAuth2 scheme reads it."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if authorization and scheme.lower() == "bearer" else None
+
+
+async def admit(auth: AuthRuntime, limiter: RateLimiter, token: str | None,
+                scopes: Sequence[str], method: str) -> tuple[Principal, dict[str, str]]:
+    """What every protected request goes through: authenticate the token (API key or JWT),
+    check the route's scopes, then count the request against its class's rate limit.
+    The principal and the X-RateLimit-* headers to send; raises Unauthorized, Forbidden or
+    RateLimited."""
+    principal, touch = await service.authenticate(auth.fetch, token, auth.keys, auth.usage)
     for scope in scopes:
         if not principal.has(scope):
             raise Forbidden(
@@ -91,12 +105,11 @@ async def _authenticate(request: Request, token: str | None, scopes: list[str]) 
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )
     if touch is not None:  # a refused request changes nothing, not even last_used_at
-        runtime.touch_later(touch)
-    request.state.principal = principal
-    return principal
+        auth.touch_later(touch)
+    return principal, await limiter.check(_limit_class(method, scopes), principal.ref)
 
 
-def _limit_class(method: str, scopes: list[str]) -> str:
+def _limit_class(method: str, scopes: Sequence[str]) -> str:
     if "automations:write" in scopes:
         return "automation_writes"
     if "runs:write" in scopes:
@@ -104,17 +117,12 @@ def _limit_class(method: str, scopes: list[str]) -> str:
     return "reads" if method in ("GET", "HEAD") else "writes"
 
 
-async def _count(request: Request, response: Response, limit_class: str, identity: str) -> None:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    # Set before the check: a 429 (and any later error of the request) carries them too.
-    request.state.rate_limit_headers = headers = await limiter.check(limit_class, identity)
-    response.headers.update(headers)
-
-
 async def token_rate_limit(request: Request, response: Response) -> None:
     """The strict limit on password attempts, per client address."""
     limiter: RateLimiter = request.app.state.rate_limiter
-    await _count(request, response, "token", "ip:" + _address(request, limiter))
+    headers = await limiter.check("token", "ip:" + _address(request, limiter))
+    request.state.rate_limit_headers = headers  # the token endpoint's errors carry them too
+    response.headers.update(headers)
 
 
 def _address(request: Request, limiter: RateLimiter) -> str:
