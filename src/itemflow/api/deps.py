@@ -1,8 +1,8 @@
-"""Request-scoped dependencies shared by the routers."""
+"""What the routers share: units of work, pagination and id parameters."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -17,23 +17,20 @@ async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-DatabaseDep = Annotated[Database, Depends(get_database)]
+# An endpoint opens its unit of work itself, `async with writing(request) as session:`,
+# rather than through a yield dependency: FastAPI's machinery for one cost ~70 us a request
+# (measured on POST /items), more than the whole SQLite write.
+def reading(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """The request's read unit of work."""
+    database: Database = request.app.state.database
+    return database.session()
 
 
-async def _read_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
-    async with db.session() as session:
-        yield session
-
-
-async def _write_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
-    async with db.session(write=True) as session:
-        yield session
-
-
-# scope="function": the unit of work commits when the endpoint returns, before the response
-# is sent, so a client never sees a success that was not stored.
-ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
-WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+def writing(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """The request's write unit of work. It commits as the block ends, before the endpoint
+    returns, so a client never sees a success that was not stored."""
+    database: Database = request.app.state.database
+    return database.session(write=True)
 
 
 async def _page_params(

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from itemflow.api.deps import ItemId, Pagination, ReadSession, WriteSession
+from itemflow.api.deps import ItemId, Pagination, reading, writing
 from itemflow.api.problems import AUTH_ERRORS, COMMON_ERRORS, problem_responses
 from itemflow.auth.deps import access
 from itemflow.automations import service as automations
@@ -29,8 +29,9 @@ def _report(change: ItemChange, response: Response) -> None:
 @router.post("", dependencies=access("items:write"), status_code=status.HTTP_201_CREATED, response_model=ItemRead,
              responses={201: {"headers": {"Location": {"schema": {"type": "string"}},
                                           **_run_ids_doc}}})
-async def create_item(data: ItemCreate, session: WriteSession, response: Response) -> ItemRead:
-    change = await service.create_item(session, data)
+async def create_item(data: ItemCreate, request: Request, response: Response) -> ItemRead:
+    async with writing(request) as session:
+        change = await service.create_item(session, data)
     assert change.item is not None
     response.headers["Location"] = f"/items/{change.item.id}"
     _report(change, response)
@@ -39,10 +40,11 @@ async def create_item(data: ItemCreate, session: WriteSession, response: Respons
 
 @router.get("", dependencies=access("items:read"))
 async def list_items(
-    session: ReadSession, page: Pagination,
+    request: Request, page: Pagination,
     q: Annotated[Text | None, Query(max_length=200, description="Search name and description.")] = None,
 ) -> Page[ItemRead]:
-    return await service.list_items(session, page, q)
+    async with reading(request) as session:
+        return await service.list_items(session, page, q)
 
 
 @router.get("/{item_id}", dependencies=access("items:read"), responses=with_404)
@@ -52,8 +54,9 @@ async def get_item(item_id: ItemId, request: Request) -> ItemRead:
     return await service.read_item(request.app.state.database, item_id)
 
 
-async def _update(item_id: int, data: ItemUpdate, session: WriteSession, response: Response) -> ItemRead:
-    change = await service.update_item(session, item_id, data)
+async def _update(item_id: int, data: ItemUpdate, request: Request, response: Response) -> ItemRead:
+    async with writing(request) as session:
+        change = await service.update_item(session, item_id, data)
     _report(change, response)
     assert change.item is not None
     return change.item
@@ -64,21 +67,22 @@ update_doc = {**with_404, 200: {"headers": _run_ids_doc}}
 
 @router.put("/{item_id}", dependencies=access("items:write"), responses=update_doc,
             summary="Update an item (partial, like PATCH)")
-async def put_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
+async def put_item(item_id: ItemId, data: ItemUpdate, request: Request,
                    response: Response) -> ItemRead:
-    return await _update(item_id, data, session, response)
+    return await _update(item_id, data, request, response)
 
 
 @router.patch("/{item_id}", dependencies=access("items:write"), responses=update_doc, summary="Update an item")
-async def patch_item(item_id: ItemId, data: ItemUpdate, session: WriteSession,
+async def patch_item(item_id: ItemId, data: ItemUpdate, request: Request,
                      response: Response) -> ItemRead:
-    return await _update(item_id, data, session, response)
+    return await _update(item_id, data, request, response)
 
 
 @router.delete("/{item_id}", dependencies=access("items:write"), status_code=status.HTTP_204_NO_CONTENT,
                responses={**with_404, 204: {"headers": _run_ids_doc}})
-async def delete_item(item_id: ItemId, session: WriteSession) -> Response:
-    change = await service.delete_item(session, item_id)
+async def delete_item(item_id: ItemId, request: Request) -> Response:
+    async with writing(request) as session:
+        change = await service.delete_item(session, item_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _report(change, response)
     return response
@@ -86,6 +90,7 @@ async def delete_item(item_id: ItemId, session: WriteSession) -> Response:
 
 @router.get("/{item_id}/automations", dependencies=access("automations:read"), responses=with_404,
             summary="The automations attached to this item (not the global ones)")
-async def list_item_automations(item_id: ItemId, session: ReadSession,
+async def list_item_automations(item_id: ItemId, request: Request,
                                 page: Pagination) -> Page[AutomationRead]:
-    return await automations.list_item_automations(session, item_id, page)
+    async with reading(request) as session:
+        return await automations.list_item_automations(session, item_id, page)

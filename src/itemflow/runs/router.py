@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from itemflow.api.deps import AutomationId, ItemId, Pagination, ReadSession, RunId, get_database
+from itemflow.api.deps import AutomationId, ItemId, Pagination, RunId, get_database, reading
 from itemflow.api.problems import AUTH_ERRORS, COMMON_ERRORS, problem_responses
 from itemflow.auth.deps import access
 from itemflow.db import Database
@@ -24,29 +24,33 @@ async def get_run_events(request: Request) -> RunEvents:
 
 @router.get("/runs", dependencies=access("runs:read"), summary="Run history, newest last")
 async def list_runs(
-    session: ReadSession, page: Pagination,
+    request: Request, page: Pagination,
     status: RunStatus | None = None, automation_id: OptionalId = None, item_id: OptionalId = None,
 ) -> Page[RunRead]:
     filters = RunFilters(status=status, automation_id=automation_id, item_id=item_id)
-    return await service.list_runs(session, page, filters)
+    async with reading(request) as session:
+        return await service.list_runs(session, page, filters)
 
 
 @router.get("/runs/{run_id}", dependencies=access("runs:read"), responses=problem_responses(404))
-async def get_run(run_id: RunId, session: ReadSession) -> RunRead:
-    return await service.get_run(session, run_id)
+async def get_run(run_id: RunId, request: Request) -> RunRead:
+    async with reading(request) as session:
+        return await service.get_run(session, run_id)
 
 
 @router.get("/automations/{automation_id}/runs", dependencies=access("runs:read"),
             summary="Runs of one automation (kept after it is deleted)")
-async def list_automation_runs(automation_id: AutomationId, session: ReadSession,
+async def list_automation_runs(automation_id: AutomationId, request: Request,
                                page: Pagination) -> Page[RunRead]:
-    return await service.list_runs(session, page, RunFilters(automation_id=automation_id))
+    async with reading(request) as session:
+        return await service.list_runs(session, page, RunFilters(automation_id=automation_id))
 
 
 @router.get("/items/{item_id}/runs", dependencies=access("runs:read"),
             summary="Runs about one item (kept after it is deleted)")
-async def list_item_runs(item_id: ItemId, session: ReadSession, page: Pagination) -> Page[RunRead]:
-    return await service.list_runs(session, page, RunFilters(item_id=item_id))
+async def list_item_runs(item_id: ItemId, request: Request, page: Pagination) -> Page[RunRead]:
+    async with reading(request) as session:
+        return await service.list_runs(session, page, RunFilters(item_id=item_id))
 
 
 @router.post(
