@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from itemflow.db.inline import InlineSession
 from itemflow.db.raw import compiled
 
+_NO_GATE = nullcontext()
 log = logging.getLogger("itemflow.db")
 
 CHECKPOINT_EVERY = 500  # write transactions between WAL checkpoints
@@ -60,24 +61,24 @@ class Database:
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block succeeds, rolls back when it raises."""
-        async with AsyncExitStack() as stack:
-            if self.is_sqlite:
-                if write:
-                    assert self._write_gate is not None
-                    await stack.enter_async_context(self._write_gate)
-                session: Any = InlineSession(stack.enter_context(self._inline_connection(write)))
-                stack.callback(session.close)
-                with session.connection.begin():
-                    yield session
-                    session.finish()
-            else:
-                session = await stack.enter_async_context(self._sessions())
-                async with session.begin():
-                    yield session
-            queued = session.info.pop("runs_queued", False)
-        if write and self.is_sqlite:
-            self._after_sqlite_write()
-        if queued:
+        session: Any
+        if not self.is_sqlite:
+            async with self._sessions() as session, session.begin():
+                yield session
+        else:
+            # Nested blocks, not an AsyncExitStack: this runs on every request.
+            async with self._write_gate if write else _NO_GATE:
+                with self._inline_connection(write) as connection:
+                    session = InlineSession(connection)
+                    try:
+                        with connection.begin():
+                            yield session
+                            session.finish()
+                    finally:
+                        session.close()
+            if write:
+                self._after_sqlite_write()
+        if session.info.pop("runs_queued", False):
             for listener in self._runs_queued_listeners:
                 listener()
 
@@ -181,4 +182,4 @@ def _configure_sqlite(sync_engine: Any, busy_timeout_ms: int) -> None:
         # in WAL mode each statement reads a consistent snapshot, and read units of work are
         # one statement (a BEGIN/COMMIT pair cost more than the read itself).
         if conn.get_execution_options().get("sqlite_immediate"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
