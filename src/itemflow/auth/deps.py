@@ -40,7 +40,7 @@ class AuthRuntime:
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> Any:
         database: Database = self._database()
-        return await database.fetch_one(statement, params)
+        return await database.fetch_one_unless_changed(statement, params)
 
     def touch_later(self, key_id: int) -> None:
         """Record last_used_at off the request path, in its own unit of work."""
