@@ -7,9 +7,10 @@ Side by side in one run, each on a fresh server process and data directory:
 - **guarded**: the product as shipped: API key authentication (HMAC lookup by indexed column)
   and the rate limit on Redis (`ITEMFLOW_REDIS_URL`, limit set high enough never to refuse,
   so every request is counted in Redis).
-- **unguarded**: the same app and settings with the access dependency (`guard`: authentication,
-  scope check and rate limit in one) replaced by a no-op through `app.dependency_overrides`
-  here, in the benchmark (no product setting turns it off).
+- **unguarded**: the same app and settings with access control replaced by a no-op here, in
+  the benchmark (no product setting turns it off): the `guard` dependency through
+  `app.dependency_overrides`, and `admit` (the same check) in the fast read that answers
+  `GET /items/{id}` outside FastAPI's routing (items/fast_read.py).
 
 One uvicorn process (uvloop, httptools, no access log) pinned to CPU 0 with `taskset -c 0`,
 `wrk` pinned to CPU 1, 64 connections, 3 s warm-up, then `--duration` seconds. Target: guarded
@@ -53,6 +54,7 @@ def unguarded_app():  # type: ignore[no-untyped-def]
     from itemflow.api.app import create_app
     from itemflow.auth.deps import guard
     from itemflow.auth.schemas import Principal
+    from itemflow.items import fast_read
 
     app = create_app()
     admin = Principal(kind="key", id=1, name="bench", scopes=frozenset({"admin"}))
@@ -60,7 +62,11 @@ def unguarded_app():  # type: ignore[no-untyped-def]
     async def no_auth() -> Principal:
         return admin
 
+    async def admit_anyone(*_args: object) -> tuple[Principal, dict[str, str]]:
+        return admin, {}
+
     app.dependency_overrides[guard] = no_auth
+    fast_read.admit = admit_anyone  # type: ignore[assignment]
     return app
 
 
@@ -136,6 +142,8 @@ def measure(variant: str, duration: float, conns: int) -> dict[str, float | str]
         if variant == "guarded":
             assert "x-ratelimit-limit" in check.headers  # the limit is really on, in Redis
             assert httpx.get(url + "/items/1").status_code == 401  # and so is authentication
+        else:
+            assert httpx.get(url + "/items/1").status_code == 200  # no check at all
         wrk = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", "--latency", "--timeout", "2s",
                "-H", f"Authorization: Bearer {key}"]
         subprocess.run([*wrk, "-d3s", url + "/items/1"], capture_output=True, check=True)
