@@ -159,3 +159,24 @@ async def test_concurrent_hits_on_redis_are_each_counted_once(redis_prefix: str)
     refused = [r for r in results if isinstance(r, RateLimited)]
     assert len(allowed) == 50 and len(refused) == 10, results
     assert sorted(int(h["X-RateLimit-Remaining"]) for h in allowed) == list(range(50))
+
+
+async def test_memory_windows_count_reset_and_refuse() -> None:
+    """Without Redis: each hit counted in its class and caller's window, refused past the
+    limit with the time to wait, and counted from zero again in the next window."""
+    import asyncio
+
+    from itemflow.auth.ratelimit import RateLimiter
+    from itemflow.errors import RateLimited
+
+    limiter = RateLimiter(Settings(rate_limit_reads="2/second", secret_key=SECRET))
+    first = await limiter.check("reads", "key:1")
+    assert (first["X-RateLimit-Limit"], first["X-RateLimit-Remaining"]) == ("2", "1")
+    assert (await limiter.check("reads", "key:1"))["X-RateLimit-Remaining"] == "0"
+    assert (await limiter.check("reads", "key:2"))["X-RateLimit-Remaining"] == "1"  # its own window
+    assert (await limiter.check("writes", "key:1"))["X-RateLimit-Limit"] != "2"  # another class
+    with pytest.raises(RateLimited) as refused:
+        await limiter.check("reads", "key:1")
+    assert refused.value.extra["headers"]["Retry-After"] == "1"
+    await asyncio.sleep(1.05)
+    assert (await limiter.check("reads", "key:1"))["X-RateLimit-Remaining"] == "1"
