@@ -200,9 +200,9 @@ def main() -> int:
         "One uvicorn process (uvloop, httptools, no access log) on CPU 0, `wrk -t1 "
         f"-c{args.conns}` on CPU 1, 3 s warm-up then {args.duration:g} s per row; fresh server, SQLite "
         "file and Redis key prefix per row. **guarded**: API key auth + rate limit counted in Redis "
-        "(127.0.0.1:6379) on every request. **unguarded**: the same app with its access dependency "
-        "(`guard`: authentication, scope check and rate limit) replaced through "
-        "`app.dependency_overrides` in the benchmark.",
+        "(127.0.0.1:6379) on every request. **unguarded**: the same app with access control "
+        "(authentication, scope check and rate limit) replaced by a no-op in the benchmark: the "
+        "`guard` dependency through `app.dependency_overrides`, and the fast read's `admit`.",
         "",
         "| variant | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
         "|---|---:|---:|---:|---:|---|",
