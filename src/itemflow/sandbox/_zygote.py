@@ -1,18 +1,26 @@
-# ruff: noqa: S102, S103, S108, S110
+# ruff: noqa: S102, S108, S110
 """The zygote: runs INSIDE the sandbox, as PID 1 of its own PID namespace, under the system
 Python with only the standard library. The host passes this file's text with ``-c``.
 
+The zygote never holds a job. Every job process is forked ahead of time from a zygote that has
+seen no code, event, result or output of any run; the job reaches that process after the fork,
+in a memfd the zygote only passes on, and the result leaves it in another memfd that the host
+reads. So nothing of one run is in the memory the next run's process is forked from.
+
 Protocol on the control socket (fd number in argv[1]; AF_UNIX stream):
   zygote -> host, once: frame({"ready": true, "checks": {...}}) or frame({"ready": false, "error": ...})
-  host -> zygote, per job: b"J" + frame(job) with SCM_RIGHTS [stdout_w, stderr_w] on the first byte
-  zygote -> host, per job: frame({"exit_code", "signal", "timed_out", "report", "wall_ms"})
+  host -> zygote, per job: b"G" + 8-byte big-endian double (the timeout), with SCM_RIGHTS
+      [job memfd, report memfd, stdout_w, stderr_w] on the first byte
+  zygote -> host, per job: frame({"reported", "exit_code", "signal", "timed_out"}), then, once
+      the job's processes are gone and /tmp is empty again, frame({"clean": true}) (or
+      frame({"clean": false, "error": ...}) and the zygote exits, to be replaced)
 A frame is a 4-byte big-endian length and that many bytes of JSON.
 
 Each job runs in a forked child: own process group, per-process rlimits, non-dumpable, stdin a
-memfd holding the event JSON, stdout/stderr the host's pipes, fd 3 a memfd for the report
-(result / memory flag). When the child exits or its time is up, the zygote kills every other
-process in the namespace (kill(-1) from PID 1 reaches exactly the job's leftovers; the kernel
-never lets them signal PID 1), reaps them, replies, then wipes /tmp.
+memfd holding the event JSON, stdout/stderr the host's pipes, fd 3 the report memfd (result /
+memory flag). When the child exits or its time is up, the zygote kills every other process in
+the namespace (kill(-1) from PID 1 reaches exactly the job's leftovers; the kernel never lets
+them signal PID 1), reaps them, replies, then resets /tmp.
 """
 
 import atexit
@@ -35,7 +43,10 @@ import types
 
 PR_SET_DUMPABLE = 4
 TMP_IS_PRIVATE = False
-MAX_REPORT = 16 * 1024 * 1024
+TMP_MODE = 0o1777
+# A run can fill /tmp with more directories than are worth wiping one by one (they cost a tmpfs
+# inodes, not bytes); past this, the zygote exits instead and the host starts a fresh one.
+WIPE_BUDGET_SECONDS = 0.5
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -91,35 +102,69 @@ def _tmp_is_private():
     return False
 
 
-def _wipe_tmp():
+def _reset_tmp():
+    """Empty /tmp and make it writable again, whatever the job did to it. Returns None when /tmp
+    is as a first run finds it, else what is wrong (the zygote then exits, to be replaced).
+
+    Iterative and relative to directory fds: a job may leave a tree deeper than the recursion
+    limit or than PATH_MAX, and directories it made unreadable. No job process is alive here,
+    so nothing changes the tree under us."""
     if not TMP_IS_PRIVATE:
         # Wiping a /tmp that is not the sandbox's own tmpfs would delete the host's files.
         raise RuntimeError("refusing to wipe /tmp: not the sandbox's private tmpfs")
     try:
-        names = os.listdir("/tmp")
-    except OSError:
-        return
-    if not names:
-        return
-    try:
-        os.chmod("/tmp", 0o1777)
-    except OSError:
-        pass
-    for name in names:
-        _remove("/tmp/" + name)
+        os.chmod("/tmp", TMP_MODE)  # we own it; the job may have made it 0 or read-only
+        if not _empty_tree("/tmp", time.monotonic() + WIPE_BUDGET_SECONDS):
+            return f"/tmp holds more than can be wiped in {WIPE_BUDGET_SECONDS}s"
+        st = os.stat("/tmp")
+        if os.listdir("/tmp") or (st.st_mode & 0o7777) != TMP_MODE:
+            return f"/tmp is not empty or not mode {TMP_MODE:o} after the wipe"
+    except (OSError, RecursionError, MemoryError) as exc:
+        return f"/tmp could not be reset: {type(exc).__name__}: {exc}"
+    return None
 
 
-def _remove(path):
+def _empty_tree(top, deadline):
+    """Remove everything under top, depth first, holding one directory fd at a time: each
+    directory is listed once, its files unlinked and its subdirectories kept by name.
+    False if the deadline passed first."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(top, flags)
+    stack = [("", _unlink_files(fd))]  # (name of the directory fd is on, its subdirectories left)
     try:
-        if os.path.islink(path) or not os.path.isdir(path):
-            os.unlink(path)
-            return
-        os.chmod(path, 0o700)  # the job may have made it unreadable; we are its owner
-        for name in os.listdir(path):
-            _remove(path + "/" + name)
-        os.rmdir(path)
-    except OSError:
-        pass
+        while True:
+            name, subdirs = stack[-1]
+            if time.monotonic() > deadline:
+                return False
+            if subdirs:
+                subdir = subdirs.pop()
+                os.chmod(subdir, 0o700, dir_fd=fd)  # ours, though the job may have locked it
+                child = os.open(subdir, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                stack.append((subdir, _unlink_files(fd)))
+                continue
+            stack.pop()
+            if not stack:
+                return True
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_files(fd):
+    """Unlink everything in the directory but subdirectories; return those."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirs
 
 
 def _kill_leftovers():
@@ -161,11 +206,10 @@ def _set_limits(job):
 
 
 def _prefork():
-    """Fork the next job's process ahead of time; it waits for its job on a private socket.
+    """Fork the next job's process ahead of time; it waits for its job's fds on a private socket.
 
-    Returns (pid, socket to hand it the job, report memfd). The fork, the child's first page
-    faults and every step that does not depend on the job happen here, off the job's clock."""
-    report_fd = os.memfd_create("report", 0)
+    Returns (pid, socket to hand it the fds, done pipe). The fork, the child's first page faults
+    and every step that does not depend on the job happen here, off the job's clock."""
     done_r, done_w = os.pipe()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -176,22 +220,22 @@ def _prefork():
             os.chdir("/tmp")
             _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            data, fds, _, _ = socket.recv_fds(theirs, 65536, 2)
-            if not data or len(fds) != 2:
+            data, fds, _, _ = socket.recv_fds(theirs, 1, 4)
+            if not data or len(fds) != 4:
                 os._exit(0)  # the zygote is shutting down or replacing us
-            data = _recv_exact(theirs, 5, data)
-            (length,) = struct.unpack("!I", data[1:5])
-            job = json.loads(_recv_exact(theirs, 5 + length, data)[5:])
+            job_fd, report_fd, out_w, err_w = fds
+            job = json.loads(os.pread(job_fd, os.fstat(job_fd).st_size, 0))
+            os.close(job_fd)
         except BaseException:
             os._exit(126)
-        _child(job, fds[0], fds[1], report_fd, done_w)
+        _child(job, out_w, err_w, report_fd, done_w)
     theirs.close()
     os.close(done_w)
     try:
         os.setpgid(pid, pid)
     except OSError:
         pass
-    return pid, ours, report_fd, done_r
+    return pid, ours, done_r
 
 
 def _child(job, out_w, err_w, report_fd, done_w):
@@ -309,20 +353,17 @@ def _print_exc():
             pass
 
 
-def _run(message, out_w, err_w, job, pending):
-    """Hand the job to the pre-forked process; wait for it to finish, exit or time out.
+def _run(timeout, fds, pending):
+    """Pass the job's fds to the pre-forked process; wait for it to finish, exit or time out.
 
     Returns (reply, cleaned): when the job reported completion itself, its leftovers are only
     signalled, and the caller reaps them after replying (cleaned is False)."""
-    pid, sock, report_fd, done_r = pending
-    started = time.monotonic()
+    pid, sock, done_r = pending
     try:
-        sent = socket.send_fds(sock, [message], [out_w, err_w])
-        if sent < len(message):
-            sock.sendall(message[sent:])
+        socket.send_fds(sock, [b"G"], fds)
     finally:
-        os.close(out_w)
-        os.close(err_w)
+        for fd in fds:
+            os.close(fd)
         sock.close()
     timed_out = done = False
     pidfd = os.pidfd_open(pid)
@@ -330,7 +371,7 @@ def _run(message, out_w, err_w, job, pending):
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(done_r, select.POLLIN)
-        events = poller.poll(max(0.0, job["timeout"]) * 1000)
+        events = poller.poll(max(0.0, timeout) * 1000)
         if not events:
             timed_out = True
         elif any(fd == done_r for fd, _ in events):
@@ -340,14 +381,14 @@ def _run(message, out_w, err_w, job, pending):
                 done = False
     finally:
         os.close(pidfd)
-    wall_ms = (time.monotonic() - started) * 1000
-    report = _read_report(report_fd)
     exit_code = sig = None
-    if done and isinstance(report.get("exit_code"), int):
-        _signal_everyone()  # the job's process is exiting already; anything it left, dies now
-        exit_code, cleaned = report["exit_code"], False
+    if done:
+        # The job wrote its report and is exiting; its exit code is in the report, which only
+        # the host reads. Anything it left, dies now.
+        _signal_everyone()
+        cleaned = False
     else:
-        if timed_out or done:  # out of time, or a "done" the job forged without a report: stop it
+        if timed_out:
             _signal_everyone()
         _, status = os.waitpid(pid, 0)
         _kill_leftovers()
@@ -355,28 +396,7 @@ def _run(message, out_w, err_w, job, pending):
         if not timed_out:
             exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    report.pop("exit_code", None)
-    reply = {
-        "exit_code": exit_code,
-        "signal": sig,
-        "timed_out": timed_out,
-        "report": json.dumps(report),
-        "wall_ms": wall_ms,
-    }
-    return reply, cleaned
-
-
-def _read_report(report_fd):
-    try:
-        size = os.lseek(report_fd, 0, os.SEEK_END)
-        if not size:
-            return {}
-        if size > MAX_REPORT:
-            return {"report_error": f"the result is larger than {MAX_REPORT} bytes"}
-        report = json.loads(os.pread(report_fd, size, 0).decode("utf-8", "replace"))
-        return report if isinstance(report, dict) else {"report_error": "the run's report is not an object"}
-    except (OSError, ValueError) as exc:
-        return {"report_error": f"the run's report could not be read: {exc}"}
+    return {"reported": done, "exit_code": exit_code, "signal": sig, "timed_out": timed_out}, cleaned
 
 
 def _signal_everyone():
@@ -447,38 +467,39 @@ def main():
     gc.freeze()  # fork children share these pages instead of touching them
     ctl.sendall(_frame({"ready": True, "checks": checks}))
     pending = _prefork()
-    while True:
-        try:
-            data, fds, _, _ = socket.recv_fds(ctl, 65536, 4)
-        except OSError:
+    while _serve_one_job(ctl, pending):
+        problem = _reset_tmp()
+        if problem is not None:
+            ctl.sendall(_frame({"clean": False, "error": problem}))
             return
-        if not data:
-            return  # the host closed the socket: shut down (PID 1 exiting takes the namespace down)
-        if data[:1] != b"J" or len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            ctl.sendall(_frame({"protocol_error": "bad job header"}))
-            continue
-        data = _recv_exact(ctl, 5, data)
-        (length,) = struct.unpack("!I", data[1:5])
-        data = _recv_exact(ctl, 5 + length, data)
-        job = json.loads(data[5:])
-        try:
-            reply, cleaned = _run(data, fds[0], fds[1], job, pending)
-        except BaseException as exc:
-            _kill_leftovers()
-            reply, cleaned = {"internal_error": f"{type(exc).__name__}: {exc}"}, True
-        for fd in pending[2:]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        ctl.sendall(_frame(reply))
-        if not cleaned:
-            _kill_leftovers()  # reap what _run signalled: nothing of this job survives into the next
-        _wipe_tmp()
         pending = _prefork()
+        ctl.sendall(_frame({"clean": True}))
 
+
+def _serve_one_job(ctl, pending):
+    """Take one job's fds from the host, run it on the pre-forked process, reply, and kill what
+    it left. False when the host is gone. Its locals (the reply) die with its frame, before the
+    next fork."""
+    try:
+        data, fds, _, _ = socket.recv_fds(ctl, 9, 4)
+    except OSError:
+        return False
+    if not data:
+        return False  # the host closed the socket: shut down (PID 1 exiting takes the namespace down)
+    if data[:1] != b"G" or len(fds) != 4:
+        ctl.sendall(_frame({"protocol_error": "bad job header"}))
+        return False  # exit: the host replaces a zygote it cannot talk to
+    (timeout,) = struct.unpack("!d", _recv_exact(ctl, 9, data)[1:9])
+    try:
+        reply, cleaned = _run(timeout, fds, pending)
+    except BaseException as exc:
+        _kill_leftovers()
+        reply, cleaned = {"internal_error": f"{type(exc).__name__}: {exc}"}, True
+    os.close(pending[2])
+    ctl.sendall(_frame(reply))
+    if not cleaned:
+        _kill_leftovers()  # reap what _run signalled: nothing of this job survives into the next
+    return True
 
 if __name__ == "__main__":
     main()

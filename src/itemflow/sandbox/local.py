@@ -54,6 +54,10 @@ MIN_DRAIN_BYTES = 1024 * 1024
 START_TIMEOUT = 15.0
 # On top of the job's own limit, how long the host waits for the zygote to kill, reap and answer.
 BACKSTOP_GRACE = 5.0
+# How long the zygote may take to reset /tmp after a job before it is replaced.
+CLEAN_TIMEOUT = 15.0
+# The largest report (the run's result) the host reads.
+MAX_REPORT = 16 * 1024 * 1024
 ZYGOTE_SOURCE = (Path(__file__).parent / "_zygote.py").read_text()
 SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
@@ -241,6 +245,7 @@ class _Zygote:
         self._stderr_task: asyncio.Task[None] | None = None
         self.alive = False
         self.jobs = 0
+        self.cleaning = False  # a job ran; the zygote's "clean" frame has not been read yet
         self._rbuf = bytearray()
 
     async def start(self) -> None:
@@ -264,6 +269,7 @@ class _Zygote:
         host_end.setblocking(False)
         self.sock = host_end
         self._rbuf = bytearray()
+        self.cleaning = False
         self._stderr_task = loop.create_task(self._read_stderr())
         try:
             ready = await asyncio.wait_for(self._read_frame(), START_TIMEOUT)
@@ -312,40 +318,53 @@ class _Zygote:
         (length,) = struct.unpack("!I", await self._recv(4))
         return json.loads(await self._recv(length))
 
+    async def ready(self) -> bool:
+        """Wait until the zygote has cleaned up after its last job. False: replace it."""
+        if not self.alive:
+            return False
+        if self.cleaning:
+            try:
+                frame = await asyncio.wait_for(self._read_frame(), CLEAN_TIMEOUT)
+            except (ZygoteDied, TimeoutError):
+                return False
+            if not frame.get("clean"):
+                log.warning("sandbox worker %s could not clean up: %s", self.index, frame.get("error"))
+                return False
+            self.cleaning = False
+        return True
+
     async def run(self, code: str, input_json: str, limits: Limits) -> SandboxResult:
         assert self.sock is not None
         loop = asyncio.get_running_loop()
-        job = {"code": code, "input": input_json, "timeout": limits.timeout_seconds,
-               "memory_mb": limits.memory_mb, "max_processes": limits.max_processes,
-               "max_file_bytes": limits.max_file_bytes}
-        payload = json.dumps(job).encode()
-        message = b"J" + struct.pack("!I", len(payload)) + payload
+        # The job goes straight to the pre-forked process in a memfd, and its report comes back
+        # in another: the zygote passes both on but never reads either (see _zygote.py).
+        job = json.dumps({"code": code, "input": input_json, "timeout": limits.timeout_seconds,
+                          "memory_mb": limits.memory_mb, "max_processes": limits.max_processes,
+                          "max_file_bytes": limits.max_file_bytes}).encode()
+        job_fd = os.memfd_create("job", os.MFD_CLOEXEC)
+        report_fd = os.memfd_create("report", os.MFD_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         started = time.perf_counter()
         try:
+            _write_all(job_fd, job)
             try:
-                sent = socket.send_fds(self.sock, [message[:65536]], [out_w, err_w])
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
+                socket.send_fds(self.sock, [b"G" + struct.pack("!d", limits.timeout_seconds)],
+                                [job_fd, report_fd, out_w, err_w])
+            except OSError as exc:  # BlockingIOError included: the zygote stopped reading
                 self.alive = False
                 raise ZygoteDied from exc
         finally:
-            os.close(out_w)
-            os.close(err_w)
+            for fd in (job_fd, out_w, err_w):
+                os.close(fd)
         out = _Capture(loop, out_r, limits.output_bytes)
         err = _Capture(loop, err_r, limits.output_bytes)
         try:
-            if sent == 0:
-                raise ZygoteDied("the zygote does not read its control socket")
-            if sent < len(message):
-                await loop.sock_sendall(self.sock, message[sent:])
             self.jobs += 1
+            self.cleaning = True
             try:
                 async with asyncio.timeout(limits.timeout_seconds + BACKSTOP_GRACE):
                     reply = await self._read_frame()
-                reply["reply_ms"] = (time.perf_counter() - started) * 1000
             except TimeoutError:
                 # The zygote did not come back after the job's own deadline: replace it.
                 await self.kill()
@@ -354,6 +373,8 @@ class _Zygote:
                     stdout_truncated=out.truncated, stderr_truncated=err.truncated,
                     error=f"timed out after {_secs(limits.timeout_seconds)} (sandbox worker unresponsive, replaced)",
                     duration_ms=(time.perf_counter() - started) * 1000)
+            wall_ms = (time.perf_counter() - started) * 1000
+            report = _read_report(report_fd)
             # Every writer is dead by now (the zygote killed the job's leftovers): EOF is immediate.
             if not (out.done.done() and err.done.done()):
                 with contextlib.suppress(TimeoutError):
@@ -361,10 +382,11 @@ class _Zygote:
                         await out.done
                         await err.done
         finally:
+            os.close(report_fd)
             out.close()
             err.close()
         duration_ms = (time.perf_counter() - started) * 1000
-        return _result_of(reply, out, err, limits, duration_ms)
+        return _result_of(reply, report, out, err, limits, wall_ms, duration_ms)
 
     async def kill(self) -> None:
         self.alive = False
@@ -398,21 +420,43 @@ def _secs(value: float) -> str:
     return f"{value:g}s"
 
 
-def _result_of(reply: dict[str, Any], out: _Capture, err: _Capture, limits: Limits,
-               duration_ms: float) -> SandboxResult:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_report(fd: int) -> dict[str, Any]:
+    """The job's report: what its process wrote to the report memfd (the job may forge it)."""
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if not size:
+            return {}
+        if size > MAX_REPORT:
+            return {"report_error": f"the result is larger than {MAX_REPORT} bytes"}
+        report = json.loads(os.pread(fd, size, 0).decode("utf-8", "replace"))
+    except (OSError, ValueError) as exc:
+        return {"report_error": f"the run's report could not be read: {exc}"}
+    return report if isinstance(report, dict) else {"report_error": "the run's report is not an object"}
+
+
+def _result_of(reply: dict[str, Any], report: dict[str, Any], out: _Capture, err: _Capture, limits: Limits,
+               wall_ms: float, duration_ms: float) -> SandboxResult:
     if "internal_error" in reply or "protocol_error" in reply:
         raise RuntimeError(f"sandbox zygote error: {reply.get('internal_error') or reply.get('protocol_error')}")
     exit_code: int | None = reply["exit_code"]
     sig: int | None = reply["signal"]
-    report: dict[str, Any] = {}
-    if reply.get("report"):
-        try:
-            report = json.loads(reply["report"])
-        except ValueError:
-            report = {"report_error": "the run's report was not valid JSON"}
+    if reply.get("reported"):
+        # The job finished on its own and said so: its exit code is in its report.
+        reported_code = report.pop("exit_code", None)
+        exit_code = reported_code if isinstance(reported_code, int) else None
+        if exit_code is None:
+            report.setdefault("report_error", "the run ended without a report")
+    else:
+        report.pop("exit_code", None)
+    result: Any = None
     status = "succeeded"
     error: str | None = None
-    result: Any = None
     notes = []
     if out.cut_off:
         notes.append(f"stdout exceeded {out.drain_limit} bytes and was closed")
@@ -425,14 +469,14 @@ def _result_of(reply: dict[str, Any], out: _Capture, err: _Capture, limits: Limi
     elif sig is not None:
         status = "failed"
         name = SIGNAL_NAMES.get(sig, f"signal {sig}")
-        over_time = reply.get("wall_ms", 0) >= limits.timeout_seconds * 1000
+        over_time = wall_ms >= limits.timeout_seconds * 1000
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and over_time):
             status, error = "timed_out", f"CPU time limit {_secs(limits.timeout_seconds)} exceeded ({name})"
         elif sig == signal.SIGXFSZ:
             error = f"file size limit {limits.max_file_bytes} bytes exceeded ({name})"
         else:
             error = f"killed by {name}"
-    elif exit_code != 0:
+    elif exit_code is not None and exit_code != 0:
         status, error = "failed", f"exit code {exit_code}"
     elif "result_error" in report:
         status, error = "failed", f"result is not JSON-serialisable: {report['result_error']}"
@@ -447,7 +491,7 @@ def _result_of(reply: dict[str, Any], out: _Capture, err: _Capture, limits: Limi
     return SandboxResult(status=status, exit_code=exit_code, stdout=out.text(), stderr=err.text(),
                          stdout_truncated=out.truncated, stderr_truncated=err.truncated, result=result,
                          error=error, duration_ms=duration_ms,
-                         extra={"wall_ms": reply.get("wall_ms"), "reply_ms": reply.get("reply_ms"), "signal": sig})
+                         extra={"wall_ms": wall_ms, "signal": sig})
 
 
 def default_python() -> str:
@@ -535,7 +579,7 @@ class LocalSandbox:
             limits = Limits(**{**limits.to_dict(), "max_file_bytes": limits.tmp_bytes})
         zygote = await self._idle.get()
         try:
-            if not zygote.alive:
+            if not await zygote.ready():
                 await self._replace(zygote)
             try:
                 return await zygote.run(code, input_json, limits)

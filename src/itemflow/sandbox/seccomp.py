@@ -52,6 +52,11 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "fanotify_init",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
     "iopl", "ioperm", "vhangup", "nfsservctl", "uselib", "personality",
+    # System V IPC and POSIX message queues outlive the process that made them: a run could
+    # leave data for the next run of the same sandbox, and keep memory past its own limit.
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "ipc",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )
 
 
