@@ -1,6 +1,6 @@
 """The Pulumi program, run offline against Pulumi's mocks (no CLI, no plugin, no cloud).
 
-DESIGN.md section 7's traps, and how this file avoids them:
+docs/architecture.md section 6 lists the traps; how this file avoids them:
 - every run builds the stack *inside* a `@pulumi.runtime.test` function (resources made in a
   fixture are not awaited, and assertions would race them);
 - checks run in an `.apply()` on the Output that decorated function returns, after every

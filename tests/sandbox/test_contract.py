@@ -1,4 +1,4 @@
-"""The automation contract (DESIGN.md section 3), run through a real LocalSandbox."""
+"""The automation contract (README: What automation code sees), run through a real LocalSandbox."""
 
 from __future__ import annotations
 

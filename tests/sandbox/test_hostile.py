@@ -1,6 +1,6 @@
-"""Every hostile case of DESIGN.md section 4, each on its own. Each shows three things: the run
-gets the right status and error, the sandbox serves the next run cleanly (no leftover process
-or file), and the host is untouched."""
+"""Every hostile case of docs/architecture.md section 5, each on its own. Each shows three
+things: the run gets the right status and error, the sandbox serves the next run cleanly (no
+leftover process or file), and the host is untouched."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run history and the run queue. The runs table is both (DESIGN §2, §5)."""
+"""Run history and the run queue. The runs table is both (docs/architecture.md, sections 2 and 3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """LocalSandbox: a pool of warm zygotes, each a Python process locked in bubblewrap.
 
-Layers, outermost first (DESIGN.md section 4):
+Layers, outermost first (docs/architecture.md, section 5):
 
 1. The host (root here) drops to an unprivileged uid/gid with ``setpriv`` (no groups, no
    capabilities in any set, no_new_privs): bwrap run as root would keep its capabilities.
