@@ -1,8 +1,8 @@
 """The Dockerfile, compose.yaml and the GitHub workflows: linted and checked offline.
 
 hadolint and actionlint are test dependencies (pyproject's `test` extra ships both as wheels):
-if they are missing the tests fail, they do not skip. No Docker engine runs here, so the image
-is not built; its build-stage commands are plain pip and are what scripts/setup runs anyway.
+if they are missing the tests fail, they do not skip. No Docker engine runs here: the image is
+built with buildah and run by tests/image (marker `image`, scripts/image).
 """
 
 from __future__ import annotations
