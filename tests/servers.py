@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,11 +20,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Serve `app` over real HTTP; yields its base URL; stops it (lifespan included) after."""
+def serve_in_thread(app: FastAPI, **options: Any) -> Iterator[str]:
+    """Serve `app` over real HTTP; yields its base URL; stops it (lifespan included) after.
+
+    `options` go to uvicorn.Config (e.g. itemflow.api.server.uvicorn_options(settings))."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

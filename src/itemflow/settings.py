@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The HTTP server under hostile connections (see itemflow.api.server).
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger request "
+                                  "heads (request line and headers) get 431.")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description="A request's head must "
+                                          "be complete this long after its first byte.")
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0, description="Idle connections "
+                                              "(fresh, or after a response) are closed after this.")
     log_level: str = "info"
 
     secret_key: SecretStr | None = None

@@ -47,11 +47,13 @@ def serve(
     import uvicorn
 
     from itemflow.api.app import create_app
+    from itemflow.api.server import uvicorn_options
 
-    configure_logging(settings().log_level)
-    app_ = create_app(settings())
+    s = settings()
+    configure_logging(s.log_level)
+    app_ = create_app(s)
     uvicorn.run(app_, host=host, port=port or default_port(), log_config=None,
-                log_level=settings().log_level, proxy_headers=False)
+                log_level=s.log_level, proxy_headers=False, **uvicorn_options(s))
 
 
 @db_app.command()
