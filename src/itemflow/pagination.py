@@ -13,6 +13,7 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from itemflow.errors import Invalid
+from itemflow.schemas import MAX_ID
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -39,7 +40,8 @@ class PageParams:
             after = raw["after"]
         except (binascii.Error, ValueError, TypeError, KeyError, UnicodeError):
             raise Invalid("cursor is not one this API returned", field="cursor", location="query") from None
-        if type(after) is not int or after < 0:
+        # Past MAX_ID no id can follow, and SQLite cannot even compare with it (overflow).
+        if type(after) is not int or not 0 <= after <= MAX_ID:
             raise Invalid("cursor is not one this API returned", field="cursor", location="query")
         return after
 

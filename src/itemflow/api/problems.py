@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -18,6 +18,9 @@ from itemflow.errors import DomainError, Invalid, OAuthError
 log = logging.getLogger("itemflow.api")
 
 PROBLEM = "application/problem+json"
+# A 422 lists this many errors: one per bad field would let a request buy an answer ten times
+# its size (60,000 unknown fields: 8 MB).
+MAX_ERRORS = 50
 
 
 class FieldError(BaseModel):
@@ -33,6 +36,8 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[FieldError] | None = None
+    errors_omitted: int | None = Field(
+        default=None, description=f"Errors past the first {MAX_ERRORS}, counted but not listed.")
 
 
 _DESCRIPTIONS = {
@@ -42,7 +47,8 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict with the current state",
     413: "Request body too large",
-    422: "Invalid input; `errors` names each field",
+    422: f"Invalid input; `errors` names each field (the first {MAX_ERRORS}; `errors_omitted` "
+         "counts the rest)",
     429: "Rate limit exceeded",
     503: "A dependency (database, sandbox) is unavailable",
 }
@@ -99,17 +105,27 @@ async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
                    errors=errors)
 
 
+def _short(part: str | int, limit: int = 100) -> str:
+    text = str(part)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    found = exc.errors()
     errors = [
         {"loc": _loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
+        for e in found[:MAX_ERRORS]
     ]
     if any(e["type"] == "json_invalid" for e in errors):
         return problem(400, "Malformed JSON", "the request body is not valid JSON: "
                        + "; ".join(e["msg"] for e in errors), request)
-    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    omitted = len(found) - len(errors)
+    # `errors` names each field in full; the detail, for people, shortens what the client named.
+    detail = "; ".join(f"{'.'.join(map(_short, e['loc']))}: {e['msg']}" for e in errors)
+    if omitted:
+        detail += f"; and {omitted} more errors"
     return problem(422, "Unprocessable content", detail or "invalid input", request,
-                   errors=errors)
+                   errors=errors, errors_omitted=omitted or None)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

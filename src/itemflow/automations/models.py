@@ -8,6 +8,8 @@ from itemflow.db.base import Base, BigId, TimestampMixin
 
 class Automation(TimestampMixin, Base):
     __tablename__ = "automations"
+    # AUTOINCREMENT: SQLite never hands a deleted automation's id (and its run history) to a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200), default=None)

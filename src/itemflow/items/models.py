@@ -8,6 +8,8 @@ from itemflow.db.base import Base, BigId, TimestampMixin
 
 class Item(TimestampMixin, Base):
     __tablename__ = "items"
+    # AUTOINCREMENT: SQLite never hands a deleted item's id (and its run history) to a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from itemflow.db.base import Base, BigId, UTCDateTime, utcnow
+from itemflow.db.base import Base, BigId, StoredJSON, StoredText, UTCDateTime, utcnow
 
 
 class Run(Base):
@@ -18,6 +18,8 @@ class Run(Base):
         Index("ix_runs_claim", "status", "available_at", "id"),
         Index("ix_runs_automation_id", "automation_id", "id"),
         Index("ix_runs_item_id", "item_id", "id"),
+        # AUTOINCREMENT: SQLite never hands a deleted run's id to a new one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -33,12 +35,13 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
-    stdout: Mapped[str] = mapped_column(Text, default="")
-    stderr: Mapped[str] = mapped_column(Text, default="")
+    # What the run produced (user code can make any of it): stored so every reader can serve it.
+    stdout: Mapped[str] = mapped_column(StoredText, default="")
+    stderr: Mapped[str] = mapped_column(StoredText, default="")
     stdout_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     stderr_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
-    result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    result: Mapped[Any] = mapped_column(StoredJSON, nullable=True, default=None)
+    error: Mapped[str | None] = mapped_column(StoredText, default=None)
 
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

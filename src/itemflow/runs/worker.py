@@ -58,11 +58,6 @@ class RunEvents:
                     del self._waiters[run_id]
 
 
-def _clean(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; user code can print anything.
-    return text.replace("\x00", "\ufffd")
-
-
 def outcome_of(result: SandboxResult) -> dict[str, Any]:
     error = result.error
     value = result.result
@@ -75,12 +70,12 @@ def outcome_of(result: SandboxResult) -> dict[str, Any]:
     return {
         "status": result.status,
         "exit_code": result.exit_code,
-        "stdout": _clean(result.stdout),
-        "stderr": _clean(result.stderr),
+        "stdout": result.stdout,  # the columns' types make all of these storable
+        "stderr": result.stderr,
         "stdout_truncated": result.stdout_truncated,
         "stderr_truncated": result.stderr_truncated,
         "result": value,
-        "error": _clean(error) if error else None,
+        "error": error or None,
         "duration_ms": round(result.duration_ms, 3),
     }
 
