@@ -9,6 +9,12 @@ FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
+# binutils (this stage only): `strip` for the dependencies' extension modules, below.
+# Not pinned, for the same reason as the runtime stage's packages (see there).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
@@ -20,6 +26,20 @@ RUN pip install --no-cache-dir "pip==25.3" \
 RUN pip install --no-cache-dir -c requirements.lock -r /tmp/runtime-requirements.txt
 COPY src ./src
 RUN pip install --no-cache-dir --no-deps -c requirements.lock .
+# Only what runs goes to the runtime stage (bench/README.md has the sizes):
+# - no pip or setuptools: nothing is installed at run time (-24 MB);
+# - extension modules without their debug info (-26 MB); symbol tables stay, so native stack
+#   traces (py-spy --native) still name functions. Modules without debug info are not
+#   rewritten (psycopg-binary's, whose RPATH was patched when its wheel was built);
+# - no greenlet test suite.
+# The bytecode pip compiled stays, for every module: /opt/venv is read-only at run time, so
+# a missing .pyc would be compiled again in memory at every start.
+# Then every extension module must still import.
+RUN python -m pip uninstall --yes pip setuptools \
+    && find /opt/venv -name '*.so' -type f -exec sh -c \
+        'for f; do if readelf -S "$f" | grep -q "[.]debug_"; then strip --strip-debug "$f"; fi; done' sh {} + \
+    && rm -rf /opt/venv/lib/python3*/site-packages/greenlet/tests \
+    && python -c "import importlib, pathlib, sysconfig, psycopg; site = pathlib.Path(sysconfig.get_path('purelib')); [importlib.import_module('.'.join(so.relative_to(site).parent.parts + (so.name.split('.')[0],))) for so in site.rglob('*.so')]"
 
 FROM ${BASE_IMAGE} AS runtime
 # bubblewrap and Debian's python3 run the sandbox; util-linux (setpriv) is already in the base.
