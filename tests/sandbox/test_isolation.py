@@ -267,3 +267,110 @@ async def test_a_flood_of_directories_costs_a_fresh_zygote_not_the_next_run(one_
     await assert_next_run_is_pristine(sb)
     assert time.monotonic() - started < 5
     assert sb.zygote_pids() != zygote, "a zygote that could not wipe /tmp in time was kept"
+
+
+# --- found by the red team on the first version of this file's fixes -----------------------
+
+ZYGOTE_TAMPERING = {
+    "nofile": "import resource\nresource.prlimit(1, resource.RLIMIT_NOFILE, (10, 20000))",
+    "fsize": "import resource\nresource.prlimit(1, resource.RLIMIT_FSIZE, (4096, 4096))",
+    "rttime-channel": "import resource\nresource.prlimit(1, resource.RLIMIT_RTTIME, (0x2A6974, 0x2A6974))",
+    "nice-user": "import os\nos.setpriority(os.PRIO_USER, 0, 19)",
+    "nice-pid": "import os\nos.setpriority(os.PRIO_PROCESS, 1, 19)",
+    "affinity": "import os\nos.sched_setaffinity(1, {0})",
+    "scheduler": "import os\nos.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0))",
+}
+
+
+@pytest.mark.parametrize("attack", list(ZYGOTE_TAMPERING))
+async def test_a_run_cannot_change_the_zygote_later_runs_fork_from(one_zygote: LocalSandbox, attack: str) -> None:
+    """Limits and scheduling are inherited at fork: changed on the zygote (same uid), they made
+    every later run fail, or succeed without running its code."""
+    sb = one_zygote
+    zygote = sb.zygote_pids()
+    r = await sb.run(ZYGOTE_TAMPERING[attack], {}, LIMITS)
+    assert r.status == "failed" and "PermissionError" in r.stderr, r
+    nxt = await sb.run("import os, resource\nresult = [resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 10, "
+                       "os.getpriority(os.PRIO_PROCESS, 0), resource.getrlimit(resource.RLIMIT_RTTIME)]",
+                       {}, LIMITS)
+    assert (nxt.status, nxt.result) == ("succeeded", [True, 0, [-1, -1]]), nxt
+    await assert_next_run_is_pristine(sb, zygote)
+
+
+FORGED_REPORTS = {
+    "huge exit code": "json.dumps({'exit_code': 2**63})",
+    "bool exit code": "json.dumps({'exit_code': True})",
+    "deep result": "json.dumps({'exit_code': 0, 'result_json': '[' * 100000 + ']' * 100000})",
+    "deep report": "'[' * 100000 + ']' * 100000",
+    "NaN result": "json.dumps({'exit_code': 0, 'result_json': 'NaN'})",
+    "result not text": "json.dumps({'exit_code': 0, 'result_json': 5})",
+}
+
+
+@pytest.mark.parametrize("forged", list(FORGED_REPORTS))
+async def test_a_forged_report_fails_the_run_that_forged_it_only(one_zygote: LocalSandbox, forged: str) -> None:
+    """The job writes its own report (fd 3) and says it is done (fd 4): whatever it writes, the
+    host answers with a clean failure, never an exception or a value no column can hold."""
+    sb = one_zygote
+    zygote = sb.zygote_pids()
+    code = (f"import json, os\ndata = ({FORGED_REPORTS[forged]}).encode()\n"
+            "os.ftruncate(3, 0)\nos.pwrite(3, data, 0)\nos.write(4, b'd')\nos._exit(0)")
+    r = await sb.run(code, {}, LIMITS)
+    assert r.status == "failed" and r.result is None, r
+    assert r.exit_code is None or 0 <= r.exit_code <= 255
+    await assert_next_run_is_pristine(sb, zygote)
+
+
+async def test_the_next_run_finds_none_of_the_file_names_of_the_previous(one_zygote: LocalSandbox) -> None:
+    """The wipe must not read the job's file names into the zygote (every later child is forked
+    from its memory): an automation that names temporary files after its data leaked them."""
+    sb = one_zygote
+    names = [marker() for _ in range(300)]
+    code = f"import os\nfor name in {names!r}:\n    open('/tmp/' + name, 'w').close()\nos.mkdir('/tmp/d')\n" \
+           f"open('/tmp/d/' + {names[0]!r}, 'w').close()"
+    assert (await sb.run(code, {}, LIMITS)).status == "succeeded"
+    b = await sb.run(SCANNER, {}, LIMITS)
+    assert (b.status, b.result) == ("succeeded", []), f"run B found run A's file names: {b.result[:5]}"
+    await assert_next_run_is_pristine(sb)
+
+
+async def test_tmp_keeps_no_attribute_or_time_of_the_previous_run(one_zygote: LocalSandbox) -> None:
+    sb = one_zygote
+    code = r'''
+import os
+out = {}
+for name, call in (("acl", lambda: os.setxattr("/tmp", "system.posix_acl_default", b"\x02\x00\x00\x00")),
+                   ("user", lambda: os.setxattr("/tmp", "user.note", b"A was here"))):
+    try:
+        call()
+        out[name] = "set"
+    except OSError as exc:
+        out[name] = exc.errno
+os.utime("/tmp", ns=(0x5345435245542121, 0x5345435245542121))
+result = out
+'''
+    r = await sb.run(code, {}, LIMITS)
+    assert r.result == {"acl": 1, "user": 1}, r  # EPERM
+    b = await sb.run("import os\nst = os.stat('/tmp')\nresult = [os.listxattr('/tmp'), st.st_atime_ns, st.st_mtime_ns]",
+                     {}, LIMITS)
+    assert b.result == [[], 0, 0], b
+    await assert_next_run_is_pristine(sb)
+
+
+async def test_memfd_is_refused(one_zygote: LocalSandbox) -> None:
+    """memfds are kernel memory outside every rlimit: a run held 1 GiB of them at memory_mb=64."""
+    r = await one_zygote.run("import os\ntry:\n    os.memfd_create('x')\n    result = 'made'\n"
+                             "except OSError as exc:\n    result = exc.errno", {}, LIMITS)
+    assert r.result == 1, r
+    await assert_next_run_is_pristine(one_zygote)
+
+
+@pytest.mark.parametrize("trick", ["os.close(4)", "os.write(4, b'x')"])
+async def test_tampering_with_the_done_pipe_keeps_the_deadline(one_zygote: LocalSandbox, trick: str) -> None:
+    sb = one_zygote
+    zygote = sb.zygote_pids()
+    r = await sb.run(f"import os, time\n{trick}\nwhile True:\n    print('still here', flush=True)\n"
+                     "    time.sleep(0.1)", {}, Limits(timeout_seconds=1))
+    assert r.status == "timed_out" and r.error == "timed out after 1s", r
+    assert r.duration_ms < 2500, r
+    await assert_next_run_is_pristine(sb, zygote)

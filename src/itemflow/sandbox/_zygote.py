@@ -10,7 +10,7 @@ reads. So nothing of one run is in the memory the next run's process is forked f
 Protocol on the control socket (fd number in argv[1]; AF_UNIX stream):
   zygote -> host, once: frame({"ready": true, "checks": {...}}) or frame({"ready": false, "error": ...})
   host -> zygote, per job: b"G" + 8-byte big-endian double (the timeout), with SCM_RIGHTS
-      [job memfd, report memfd, stdout_w, stderr_w] on the first byte
+      [job memfd, stdin memfd (the event), report memfd, stdout_w, stderr_w] on the first byte
   zygote -> host, per job: frame({"reported", "exit_code", "signal", "timed_out"}), then, once
       the job's processes are gone and /tmp is empty again, frame({"clean": true}) (or
       frame({"clean": false, "error": ...}) and the zygote exits, to be replaced)
@@ -43,8 +43,10 @@ import types
 
 PR_SET_DUMPABLE = 4
 TMP_IS_PRIVATE = False
+TMP_EMPTY_SIZE = None  # st_size of /tmp when empty, read at start
 TMP_MODE = 0o1777
-# A run can fill /tmp with more directories than are worth wiping one by one (they cost a tmpfs
+JOB_FDS = 5
+# A run can fill /tmp with more entries than are worth wiping one by one (they cost a tmpfs
 # inodes, not bytes); past this, the zygote exits instead and the host starts a fresh one.
 WIPE_BUDGET_SECONDS = 0.5
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -103,56 +105,69 @@ def _tmp_is_private():
 
 
 def _reset_tmp():
-    """Empty /tmp and make it writable again, whatever the job did to it. Returns None when /tmp
-    is as a first run finds it, else what is wrong (the zygote then exits, to be replaced).
+    """Make /tmp as a first run finds it, whatever the job did to it. Returns None when it is,
+    else what is wrong (the zygote then exits, to be replaced).
 
-    Iterative and relative to directory fds: a job may leave a tree deeper than the recursion
-    limit or than PATH_MAX, and directories it made unreadable. No job process is alive here,
-    so nothing changes the tree under us."""
+    The zygote never reads what the job left: every later child is forked from its memory, so
+    a file name read here would reach them. It only looks at /tmp's own size and mode, and if
+    the job left anything, a short-lived helper process empties it within a time budget."""
     if not TMP_IS_PRIVATE:
         # Wiping a /tmp that is not the sandbox's own tmpfs would delete the host's files.
         raise RuntimeError("refusing to wipe /tmp: not the sandbox's private tmpfs")
-    try:
-        os.chmod("/tmp", TMP_MODE)  # we own it; the job may have made it 0 or read-only
-        if not _empty_tree("/tmp", time.monotonic() + WIPE_BUDGET_SECONDS):
-            return f"/tmp holds more than can be wiped in {WIPE_BUDGET_SECONDS}s"
-        st = os.stat("/tmp")
-        if os.listdir("/tmp") or (st.st_mode & 0o7777) != TMP_MODE:
-            return f"/tmp is not empty or not mode {TMP_MODE:o} after the wipe"
-    except (OSError, RecursionError, MemoryError) as exc:
-        return f"/tmp could not be reset: {type(exc).__name__}: {exc}"
+    if not _tmp_is_pristine():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.chmod("/tmp", TMP_MODE)  # we own it; the job may have made it 0 or read-only
+                _empty_tree("/tmp")
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        pidfd = os.pidfd_open(pid)
+        try:
+            if not select.select([pidfd], [], [], WIPE_BUDGET_SECONDS)[0]:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        finally:
+            os.close(pidfd)
+        if not _tmp_is_pristine():
+            return f"/tmp could not be made empty within {WIPE_BUDGET_SECONDS}s"
+    os.utime("/tmp", ns=(0, 0))  # its times would tell the next run when this one wrote there
     return None
 
 
-def _empty_tree(top, deadline):
+def _tmp_is_pristine():
+    # tmpfs counts a directory's size by its entries: the size of the empty /tmp means empty.
+    st = os.stat("/tmp")
+    return st.st_size == TMP_EMPTY_SIZE and (st.st_mode & 0o7777) == TMP_MODE
+
+
+def _empty_tree(top):
     """Remove everything under top, depth first, holding one directory fd at a time: each
     directory is listed once, its files unlinked and its subdirectories kept by name.
-    False if the deadline passed first."""
+    Iterative and relative to directory fds: a job may leave a tree deeper than the recursion
+    limit or than PATH_MAX, and directories it made unreadable."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
     fd = os.open(top, flags)
     stack = [("", _unlink_files(fd))]  # (name of the directory fd is on, its subdirectories left)
-    try:
-        while True:
-            name, subdirs = stack[-1]
-            if time.monotonic() > deadline:
-                return False
-            if subdirs:
-                subdir = subdirs.pop()
-                os.chmod(subdir, 0o700, dir_fd=fd)  # ours, though the job may have locked it
-                child = os.open(subdir, flags, dir_fd=fd)
-                os.close(fd)
-                fd = child
-                stack.append((subdir, _unlink_files(fd)))
-                continue
-            stack.pop()
-            if not stack:
-                return True
-            parent = os.open("..", flags, dir_fd=fd)
+    while True:
+        name, subdirs = stack[-1]
+        if subdirs:
+            subdir = subdirs.pop()
+            os.chmod(subdir, 0o700, dir_fd=fd)  # ours, though the job may have locked it
+            child = os.open(subdir, flags, dir_fd=fd)
             os.close(fd)
-            fd = parent
-            os.rmdir(name, dir_fd=fd)
-    finally:
+            fd = child
+            stack.append((subdir, _unlink_files(fd)))
+            continue
+        stack.pop()
+        if not stack:
+            os.close(fd)
+            return
+        parent = os.open("..", flags, dir_fd=fd)
         os.close(fd)
+        fd = parent
+        os.rmdir(name, dir_fd=fd)
 
 
 def _unlink_files(fd):
@@ -165,6 +180,17 @@ def _unlink_files(fd):
             else:
                 os.unlink(entry.name, dir_fd=fd)
     return subdirs
+
+
+RLIMITS = tuple(getattr(resource, name) for name in sorted(dir(resource)) if name.startswith("RLIMIT_"))
+
+
+def _own_state():
+    """What every child inherits from the zygote besides its memory: limits and scheduling.
+    A job must not be able to change them (seccomp allows those calls only on the caller
+    itself); the zygote checks after every job all the same."""
+    return ([resource.getrlimit(r) for r in RLIMITS], os.getpriority(os.PRIO_PROCESS, 0),
+            os.sched_getaffinity(0), os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
 
 
 def _kill_leftovers():
@@ -220,15 +246,15 @@ def _prefork():
             os.chdir("/tmp")
             _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            data, fds, _, _ = socket.recv_fds(theirs, 1, 4)
-            if not data or len(fds) != 4:
-                os._exit(0)  # the zygote is shutting down or replacing us
-            job_fd, report_fd, out_w, err_w = fds
+            data, fds, _, _ = socket.recv_fds(theirs, 1, JOB_FDS)
+            if not data or len(fds) != JOB_FDS:
+                os._exit(126)  # no job (the zygote is shutting down): never a success
+            job_fd, stdin_fd, report_fd, out_w, err_w = fds
             job = json.loads(os.pread(job_fd, os.fstat(job_fd).st_size, 0))
             os.close(job_fd)
         except BaseException:
             os._exit(126)
-        _child(job, out_w, err_w, report_fd, done_w)
+        _child(job, stdin_fd, out_w, err_w, report_fd, done_w)
     theirs.close()
     os.close(done_w)
     try:
@@ -238,14 +264,11 @@ def _prefork():
     return pid, ours, done_r
 
 
-def _child(job, out_w, err_w, report_fd, done_w):
+def _child(job, stdin_fd, out_w, err_w, report_fd, done_w):
     """In the job's process: take the job's fds and limits, run the code, exit. Never returns."""
     try:
-        stdin_fd = os.memfd_create("stdin", 0)
-        view = memoryview(job["input"].encode())
-        while view:
-            view = view[os.write(stdin_fd, view):]
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
+        event_json = os.pread(stdin_fd, os.fstat(stdin_fd).st_size, 0)
+        os.lseek(stdin_fd, 0, os.SEEK_SET)  # the host wrote it: its offset is at the end
         # Move them out of the way first, so no dup2 below clobbers another one.
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, out_w, err_w, report_fd, done_w)]
         for target, fd in enumerate(high):
@@ -259,7 +282,7 @@ def _child(job, out_w, err_w, report_fd, done_w):
                                       errors="backslashreplace", line_buffering=True)
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
         sys.argv = ["<automation>"]
-        event = json.loads(job["input"])
+        event = json.loads(event_json)
         main = types.ModuleType("__main__")
         main.__dict__.update({"__builtins__": builtins, "__file__": "<automation>", "event": event})
         sys.modules["__main__"] = main
@@ -371,14 +394,22 @@ def _run(timeout, fds, pending):
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(done_r, select.POLLIN)
-        events = poller.poll(max(0.0, timeout) * 1000)
-        if not events:
-            timed_out = True
-        elif any(fd == done_r for fd, _ in events):
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+            if not events:
+                timed_out = True
+                break
+            if not any(fd == done_r for fd, _ in events):
+                break  # the job's process exited
             try:
                 done = os.read(done_r, 1) == b"d"
             except OSError:
                 done = False
+            if done:
+                break
+            # The job closed or scribbled on the done pipe: wait for its exit, to the deadline.
+            poller.unregister(done_r)
     finally:
         os.close(pidfd)
     exit_code = sig = None
@@ -442,10 +473,11 @@ def _warm_up():
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     ctl.setblocking(True)
-    global TMP_IS_PRIVATE
+    global TMP_IS_PRIVATE, TMP_EMPTY_SIZE
     TMP_IS_PRIVATE = _tmp_is_private()
-    if not TMP_IS_PRIVATE:
-        ctl.sendall(_frame({"ready": False, "error": "/tmp is not a private tmpfs, or not PID 1: not a sandbox"}))
+    if not TMP_IS_PRIVATE or os.listdir("/tmp"):
+        error = "/tmp is not an empty private tmpfs, or not PID 1: not a sandbox"
+        ctl.sendall(_frame({"ready": False, "error": error}))
         return
     if os.getpid() != 1:
         # Cleaning up after a job kills every other process in the PID namespace: only sane as
@@ -465,10 +497,15 @@ def main():
     import gc
     gc.collect()
     gc.freeze()  # fork children share these pages instead of touching them
+    TMP_EMPTY_SIZE = os.stat("/tmp").st_size
+    os.chmod("/tmp", TMP_MODE)
+    state = _own_state()
     ctl.sendall(_frame({"ready": True, "checks": checks}))
     pending = _prefork()
     while _serve_one_job(ctl, pending):
         problem = _reset_tmp()
+        if problem is None and _own_state() != state:
+            problem = "the zygote's own limits or scheduling changed during a job"
         if problem is not None:
             ctl.sendall(_frame({"clean": False, "error": problem}))
             return
@@ -481,12 +518,12 @@ def _serve_one_job(ctl, pending):
     it left. False when the host is gone. Its locals (the reply) die with its frame, before the
     next fork."""
     try:
-        data, fds, _, _ = socket.recv_fds(ctl, 9, 4)
+        data, fds, _, _ = socket.recv_fds(ctl, 9, JOB_FDS)
     except OSError:
         return False
     if not data:
         return False  # the host closed the socket: shut down (PID 1 exiting takes the namespace down)
-    if data[:1] != b"G" or len(fds) != 4:
+    if data[:1] != b"G" or len(fds) != JOB_FDS:
         ctl.sendall(_frame({"protocol_error": "bad job header"}))
         return False  # exit: the host replaces a zygote it cannot talk to
     (timeout,) = struct.unpack("!d", _recv_exact(ctl, 9, data)[1:9])

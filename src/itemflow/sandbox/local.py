@@ -251,6 +251,7 @@ class _Zygote:
     async def start(self) -> None:
         sb = self.sandbox
         loop = asyncio.get_running_loop()
+        self.stderr_tail.clear()  # a replaced zygote's words are not this one's
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         filter_fd = seccomp.filter_fd()
         try:
@@ -338,24 +339,26 @@ class _Zygote:
         loop = asyncio.get_running_loop()
         # The job goes straight to the pre-forked process in a memfd, and its report comes back
         # in another: the zygote passes both on but never reads either (see _zygote.py).
-        job = json.dumps({"code": code, "input": input_json, "timeout": limits.timeout_seconds,
+        job = json.dumps({"code": code, "timeout": limits.timeout_seconds,
                           "memory_mb": limits.memory_mb, "max_processes": limits.max_processes,
                           "max_file_bytes": limits.max_file_bytes}).encode()
         job_fd = os.memfd_create("job", os.MFD_CLOEXEC)
+        stdin_fd = os.memfd_create("stdin", os.MFD_CLOEXEC)  # the event, as the job's stdin
         report_fd = os.memfd_create("report", os.MFD_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         started = time.perf_counter()
         try:
             _write_all(job_fd, job)
+            _write_all(stdin_fd, input_json.encode())
             try:
                 socket.send_fds(self.sock, [b"G" + struct.pack("!d", limits.timeout_seconds)],
-                                [job_fd, report_fd, out_w, err_w])
+                                [job_fd, stdin_fd, report_fd, out_w, err_w])
             except OSError as exc:  # BlockingIOError included: the zygote stopped reading
                 self.alive = False
                 raise ZygoteDied from exc
         finally:
-            for fd in (job_fd, out_w, err_w):
+            for fd in (job_fd, stdin_fd, out_w, err_w):
                 os.close(fd)
         out = _Capture(loop, out_r, limits.output_bytes)
         err = _Capture(loop, err_r, limits.output_bytes)
@@ -434,10 +437,19 @@ def _read_report(fd: int) -> dict[str, Any]:
             return {}
         if size > MAX_REPORT:
             return {"report_error": f"the result is larger than {MAX_REPORT} bytes"}
-        report = json.loads(os.pread(fd, size, 0).decode("utf-8", "replace"))
-    except (OSError, ValueError) as exc:
-        return {"report_error": f"the run's report could not be read: {exc}"}
+        report = _decode(os.pread(fd, size, 0).decode("utf-8", "replace"))
+    except Exception as exc:  # the job may have written anything: nesting, NaN, garbage
+        return {"report_error": f"the run's report could not be read: {type(exc).__name__}"}
     return report if isinstance(report, dict) else {"report_error": "the run's report is not an object"}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode(text: str) -> Any:
+    """JSON a job wrote, as strictly as the job's own side encodes it (no NaN or Infinity)."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _result_of(reply: dict[str, Any], report: dict[str, Any], out: _Capture, err: _Capture, limits: Limits,
@@ -449,7 +461,9 @@ def _result_of(reply: dict[str, Any], report: dict[str, Any], out: _Capture, err
     if reply.get("reported"):
         # The job finished on its own and said so: its exit code is in its report.
         reported_code = report.pop("exit_code", None)
-        exit_code = reported_code if isinstance(reported_code, int) else None
+        # An exit status is 0-255: anything else was forged, and would not fit the column.
+        valid = type(reported_code) is int and 0 <= reported_code <= 255
+        exit_code = reported_code if valid else None
         if exit_code is None:
             report.setdefault("report_error", "the run ended without a report")
     else:
@@ -483,7 +497,10 @@ def _result_of(reply: dict[str, Any], report: dict[str, Any], out: _Capture, err
     elif "report_error" in report:
         status, error = "failed", f"result could not be recorded: {report['report_error']}"
     elif "result_json" in report:
-        result = json.loads(report["result_json"])
+        try:
+            result = _decode(report["result_json"])
+        except Exception as exc:  # forged by the job: its own side never writes such JSON
+            status, error = "failed", f"result could not be recorded: {type(exc).__name__}"
     if notes and error:
         error = f"{error} ({'; '.join(notes)})"
     elif notes:

@@ -57,6 +57,26 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
     "semget", "semop", "semtimedop", "semctl", "ipc",
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # Extended attributes (and so ACLs) on /tmp would outlive the run and its wipe: a default
+    # ACL of mode 000 broke every later run, and a user.* attribute carried data to it.
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    # Kernel memory outside every rlimit: a run held 1 GiB in memfds at memory_mb=64. The host
+    # makes the few memfds a run needs.
+    "memfd_create", "memfd_secret",
+    # Acting on another process of the same uid (the zygote): its limits, priority and memory
+    # placement would pass to every later run. (The calls on the caller itself: below.)
+    "ioprio_set", "migrate_pages", "move_pages", "process_madvise", "process_mrelease",
+)
+
+# Allowed only on the calling process itself (pid or `who` 0): run A changing the zygote's
+# limits or scheduling with these made every later run fail, or succeed without running.
+SELF_ONLY: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
+    ("prlimit64", ((0, 0),)),
+    ("sched_setaffinity", ((0, 0),)),
+    ("sched_setscheduler", ((0, 0),)),
+    ("sched_setparam", ((0, 0),)),
+    ("sched_setattr", ((0, 0),)),
+    ("setpriority", ((0, 0), (1, 0))),  # which = PRIO_PROCESS and who = 0: PRIO_USER reaches the zygote
 )
 
 
@@ -109,6 +129,13 @@ def compile_filter() -> bytes:
             if nr < 0:  # unknown on this architecture / libseccomp version
                 continue
             _check(lib.seccomp_rule_add_array(ctx, deny, nr, 0, None), f"deny {name}")
+        for name, required in SELF_ONLY:
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr < 0:
+                continue
+            for arg, value in required:  # each rule denies one way of naming another process
+                cmp = (_ArgCmp * 1)(_ArgCmp(arg, SCMP_CMP_NE, value, 0))
+                _check(lib.seccomp_rule_add_array(ctx, deny, nr, 1, cmp), f"deny {name} on others")
         nr = lib.seccomp_syscall_resolve_name(b"socket")
         cmp = (_ArgCmp * 1)(_ArgCmp(0, SCMP_CMP_NE, socket.AF_UNIX, 0))
         _check(lib.seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(errno.EAFNOSUPPORT), nr, 1, cmp), "socket rule")
